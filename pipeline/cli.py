@@ -1,0 +1,75 @@
+"""``python -m pipeline <stage>``: the thin command line that ``dvc.yaml`` and the Prefect flow run.
+
+Each command validates the whole ``params.yaml`` first, then runs one stage on the paths in
+:mod:`pipeline.paths`. Stage modules are imported on demand so ingest and preprocess never load
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.params import DEFAULT_PARAMS_PATH, Params, load_params
+from pipeline.paths import Paths
+
+log = logging.getLogger("pipeline")
+
+STAGES = ("ingest", "preprocess", "train", "evaluate")
+
+
+def run_stage(stage: str, params: Params, paths: Paths) -> None:
+    """Run one stage with its section of ``params``."""
+    if stage == "ingest":
+        from pipeline import ingest
+
+        ingest.ingest(
+            ingest.resolve_sources(params.ingest.sources),
+            params.ingest.sha256,
+            paths.raw_dir,
+            timeout_s=params.ingest.timeout_s,
+            retries=params.ingest.retries,
+        )
+    elif stage == "preprocess":
+        from pipeline import preprocess
+
+        preprocess.run(paths, **params.preprocess.model_dump())
+    elif stage == "train":
+        from pipeline import train
+
+        train.run(paths, params.train)
+    elif stage == "evaluate":
+        from pipeline import evaluate
+
+        evaluate.run(paths, params.evaluate)
+    else:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--params", type=Path, default=DEFAULT_PARAMS_PATH, help="params file (default: params.yaml)"
+    )
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        commands.add_parser(stage, parents=[common], help=f"run the {stage} stage")
+    args = parser.parse_args(argv)
+
+    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) hides the stage's own log lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    try:
+        params = load_params(args.params)
+        run_stage(args.command, params, Paths())
+    except (PipelineError, FileNotFoundError) as exc:
+        log.error("%s failed: %s", args.command, exc)
+        return 1
+    return 0

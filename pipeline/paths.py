@@ -1,0 +1,67 @@
+"""Every file the stages read or write, relative to the project root; mirrors ``dvc.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path(".")
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.root / "data" / "processed"
+
+    def split(self, name: str) -> Path:
+        """``train``, ``val`` or ``test`` arrays: ``x`` float32 in [0, 1], ``y`` uint8 labels."""
+        return self.processed_dir / f"{name}.npz"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models" / "best-model.h5"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def samples_png(self) -> Path:
+        return self.reports_dir / "preprocess" / "samples.png"
+
+    @property
+    def class_counts_csv(self) -> Path:
+        return self.reports_dir / "preprocess" / "class_counts.csv"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.reports_dir / "train" / "history.csv"
+
+    @property
+    def loss_png(self) -> Path:
+        return self.reports_dir / "train" / "loss.png"
+
+    @property
+    def accuracy_png(self) -> Path:
+        return self.reports_dir / "train" / "accuracy.png"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.reports_dir / "evaluate" / "metrics.json"
+
+    @property
+    def predictions_csv(self) -> Path:
+        return self.reports_dir / "evaluate" / "test_predictions.csv"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.reports_dir / "evaluate" / "confusion_matrix.png"
+
+    @property
+    def f1_png(self) -> Path:
+        return self.reports_dir / "evaluate" / "per_class_f1.png"

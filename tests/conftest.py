@@ -1,0 +1,137 @@
+"""Shared fixtures: tiny synthetic Fashion-MNIST-shaped IDX data and throw-away project copies."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.dataset import FILE_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from pipeline.idx import encode_idx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+# What a project copy needs to run the pipeline and the flow; data and outputs are made fresh.
+PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore")
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+for _name, _value in {
+    "GIT_AUTHOR_NAME": "tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+    "GIT_COMMITTER_NAME": "tests",
+    "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """A directory of the four ``.gz`` IDX files and the SHA-256 of each decompressed file."""
+
+    directory: Path
+    sha256: dict[str, str]
+
+
+def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """28x28 noise with a bright band whose row depends on the class: learnable in a few steps."""
+    images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
+    for index, label in enumerate(labels):
+        images[index, 2 * label + 4 : 2 * label + 7, 3:25] = 255
+    return images
+
+
+def write_synthetic_dataset(directory: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> SyntheticSource:
+    """Write gzip IDX files shaped like Fashion-MNIST (every class present in every split)."""
+    rng = np.random.default_rng(seed)
+    train_labels = np.arange(n_train, dtype=np.uint8) % 10
+    test_labels = np.arange(n_test, dtype=np.uint8) % 10
+    rng.shuffle(train_labels)
+    arrays = {
+        TRAIN_IMAGES: synthetic_images(train_labels, rng),
+        TRAIN_LABELS: train_labels,
+        TEST_IMAGES: synthetic_images(test_labels, rng),
+        TEST_LABELS: test_labels,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    sha256 = {}
+    for name in FILE_NAMES:
+        content = encode_idx(arrays[name])
+        (directory / f"{name}.gz").write_bytes(gzip.compress(content, mtime=0))
+        sha256[name] = hashlib.sha256(content).hexdigest()
+    return SyntheticSource(directory, sha256)
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSource:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic-fashion-mnist"))
+
+
+def tiny_params(source: SyntheticSource) -> dict:
+    """The repository's params.yaml pointed at ``source``, with a small, fast model."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["ingest"]["sources"] = [str(source.directory)]
+    params["ingest"]["sha256"] = dict(source.sha256)
+    params["ingest"]["retries"] = 0
+    params["train"]["model"]["hidden_units"] = [16]
+    params["train"]["epochs"] = 3
+    params["train"]["batch_size"] = 32
+    return params
+
+
+@pytest.fixture
+def params_file(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(synthetic_source), sort_keys=False))
+    return path
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command, failing the test with its output when it fails and ``check`` is set."""
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "dvc", *args, cwd=cwd, check=check)
+
+
+@pytest.fixture
+def project(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
+    """A fresh git + DVC repository holding a copy of this project with tiny params."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(synthetic_source), sort_keys=False))
+    run("git", "init", "-q", "-b", "main", cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.autostage", "true", cwd=root)
+    run("git", "add", "-A", cwd=root)
+    run("git", "commit", "-q", "-m", "project copy", cwd=root)
+    return root
+
+
+def real_data_available() -> bool:
+    return all((REAL_DATA_DIR / f"{name}.gz").is_file() for name in FILE_NAMES)
+
+
+requires_real_data = pytest.mark.skipif(
+    not real_data_available(),
+    reason=f"Debian dataset-fashion-mnist not installed in {REAL_DATA_DIR}",
+)
