@@ -91,11 +91,22 @@ class EvaluateParams(_Section):
     batch_size: Annotated[int, Field(ge=1)]
 
 
+class ReviewParams(_Section):
+    """Regression gate of ``python -m pipeline report``; ``None`` turns a check off.
+
+    No stage reads this section, so changing it never reruns the pipeline.
+    """
+
+    min_test_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_test_accuracy_drop: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
 class Params(_Section):
     ingest: IngestParams
     preprocess: PreprocessParams
     train: TrainParams
     evaluate: EvaluateParams
+    review: ReviewParams = ReviewParams()
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: Mapping[str, Any] | None = None) -> Params:

@@ -67,3 +67,12 @@ def test_repro_builds_everything_then_skips_and_reruns_only_what_changed(project
 
     status = dvc("status", "--json", cwd=project)
     assert json.loads(status.stdout) == {}
+
+
+def test_two_runs_from_scratch_give_identical_metrics_and_model(project: Path) -> None:
+    dvc("repro", cwd=project)
+    metrics = (project / "reports/evaluate/metrics.json").read_bytes()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    dvc("repro", "--force", cwd=project)
+    assert (project / "reports/evaluate/metrics.json").read_bytes() == metrics
+    assert yaml.safe_load((project / "dvc.lock").read_text()) == lock  # same hashes, model included

@@ -1,0 +1,62 @@
+"""The command line DVC runs: one-line errors, exit codes, and no TensorFlow where none is needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+from conftest import run
+
+
+def pipeline_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "pipeline", *args, cwd=cwd, check=False)
+
+
+def test_bad_params_fail_before_any_work_with_one_line(tmp_path, params_file) -> None:
+    params = yaml.safe_load(params_file.read_text())
+    params["train"]["optimizer"] = "adamw"
+    params_file.write_text(yaml.safe_dump(params))
+    result = pipeline_cli("ingest", "--params", str(params_file), cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, result.stderr
+    assert "ingest failed" in errors[0] and "train.optimizer" in errors[0] and "'adamw'" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_unreachable_sources_fail_with_every_source_and_the_fix(tmp_path, params_file) -> None:
+    params = yaml.safe_load(params_file.read_text())
+    params["ingest"]["sources"] = [str(tmp_path / "nowhere"), "http://127.0.0.1:9/fashion"]
+    params_file.write_text(yaml.safe_dump(params))
+    result = pipeline_cli("ingest", "--params", str(params_file), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'nowhere'}: neither" in result.stderr
+    assert "http://127.0.0.1:9/fashion: " in result.stderr
+    assert "apt-get install dataset-fashion-mnist" in result.stderr
+
+
+def test_missing_input_is_a_clear_error(tmp_path, params_file) -> None:
+    result = pipeline_cli("preprocess", "--params", str(params_file), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "preprocess failed" in result.stderr and "data/raw" in result.stderr
+
+
+def test_ingest_and_preprocess_never_import_tensorflow(tmp_path, params_file) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pipeline.cli import main
+        assert main(["ingest", "--params", {str(params_file)!r}]) == 0
+        assert main(["preprocess", "--params", {str(params_file)!r}]) == 0
+        loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+        print("heavy modules:", loaded)
+        """
+    )
+    result = run(sys.executable, "-c", script, cwd=tmp_path)
+    assert "heavy modules: []" in result.stdout
+    assert (tmp_path / "data/processed/train.npz").is_file()

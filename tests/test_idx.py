@@ -1,0 +1,63 @@
+"""IDX decoding: round trips, and every kind of corrupt file is a clear error."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from pipeline.idx import IdxError, decode_idx, encode_idx, read_idx
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4),
+        np.arange(5, dtype=np.uint8),
+        np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
+        np.arange(-3, 3, dtype=np.int32),
+    ],
+)
+def test_round_trip_plain_and_gzip(array: np.ndarray) -> None:
+    data = encode_idx(array)
+    for blob in (data, gzip.compress(data)):
+        decoded = decode_idx(blob)
+        assert decoded.dtype == array.dtype.newbyteorder("=")
+        np.testing.assert_array_equal(decoded, array)
+
+
+def test_header_layout_matches_the_format() -> None:
+    data = encode_idx(np.zeros((3, 28, 28), dtype=np.uint8))
+    assert data[:4] == b"\x00\x00\x08\x03"
+    assert data[4:16] == (3).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    assert len(data) == 16 + 3 * 28 * 28
+
+
+def test_read_idx_from_disk(tmp_path) -> None:
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(encode_idx(np.array([1, 2, 3], dtype=np.uint8))))
+    np.testing.assert_array_equal(read_idx(path), [1, 2, 3])
+
+
+GOOD = encode_idx(np.zeros((2, 4, 4), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"", "too short"),
+        (b"\x00\x00", "too short"),
+        (b"\x01\x00\x08\x03" + GOOD[4:], "bad IDX magic"),
+        (b"\x00\x00\x07\x03" + GOOD[4:], "bad IDX magic"),
+        (b"\x00\x00\x08\x00", "bad IDX magic"),
+        (GOOD[:10], "truncated header"),
+        (GOOD[:-1], "does not match its header"),
+        (GOOD + b"\x00", "does not match its header"),
+        (gzip.compress(GOOD)[:-10], "corrupt gzip"),
+    ],
+)
+def test_corrupt_input_is_a_clear_error(blob: bytes, message: str) -> None:
+    with pytest.raises(IdxError, match=message) as error:
+        decode_idx(blob, name="data/raw/broken")
+    assert str(error.value).startswith("data/raw/broken: ")

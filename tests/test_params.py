@@ -1,0 +1,110 @@
+"""The params schema: the repository's params.yaml is valid, bad values fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+from pipeline.params import ParamsError, load_params
+
+
+def write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture
+def raw_params() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def test_repository_params_reproduce_the_tutorials_best_run() -> None:
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.train.model.hidden_units == [100]
+    assert params.train.model.activation == "relu"
+    assert params.train.model.dropout == 0.3
+    assert params.train.optimizer == "adam"
+    assert (params.train.epochs, params.train.batch_size) == (20, 32)
+    assert (params.preprocess.test_size, params.preprocess.random_state) == (0.2, 42)
+    assert params.ingest.sources[0] == "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("train", "optimizer", "adamw", r"train\.optimizer: .*'sgd', 'adam' or 'rmsprop'.*'adamw'"),
+        ("train", "epochs", 0, r"train\.epochs: .*greater than or equal to 1"),
+        ("train", "epochs", "ten", r"train\.epochs: .*valid integer.*'ten'"),
+        ("train", "batch_size", 2.5, r"train\.batch_size"),
+        ("preprocess", "test_size", 1.0, r"preprocess\.test_size: .*less than 1"),
+        ("preprocess", "stratify", "yes", r"preprocess\.stratify"),
+        ("evaluate", "batch_size", -1, r"evaluate\.batch_size"),
+        ("train", "learning_rate", 0, r"train\.learning_rate"),
+    ],
+)
+def test_invalid_value_names_the_key(tmp_path, raw_params, section, key, value, expected) -> None:
+    raw_params[section][key] = value
+    with pytest.raises(ParamsError, match=expected):
+        load_params(write(tmp_path, raw_params))
+
+
+@pytest.mark.parametrize("dropout", [1.0, -0.1, 1.5])
+def test_dropout_outside_unit_interval_fails(tmp_path, raw_params, dropout) -> None:
+    raw_params["train"]["model"]["dropout"] = dropout
+    with pytest.raises(ParamsError, match=r"train\.model\.dropout"):
+        load_params(write(tmp_path, raw_params))
+
+
+def test_activation_lists_the_allowed_values(tmp_path, raw_params) -> None:
+    raw_params["train"]["model"]["activation"] = "gelu"
+    with pytest.raises(ParamsError, match=r"train\.model\.activation: .*'relu', 'sigmoid' or 'tanh'"):
+        load_params(write(tmp_path, raw_params))
+
+
+def test_softmax_only_net_needs_zero_dropout(tmp_path, raw_params) -> None:
+    raw_params["train"]["model"]["hidden_units"] = []
+    with pytest.raises(ParamsError, match=r"train\.model: .*dropout .* must be 0"):
+        load_params(write(tmp_path, raw_params))
+    raw_params["train"]["model"]["dropout"] = 0.0
+    assert load_params(write(tmp_path, raw_params)).train.model.hidden_units == []
+
+
+def test_missing_and_unknown_keys(tmp_path, raw_params) -> None:
+    del raw_params["train"]["epochs"]
+    raw_params["train"]["epoch"] = 3
+    with pytest.raises(ParamsError) as error:
+        load_params(write(tmp_path, raw_params))
+    assert "train.epochs: missing" in str(error.value)
+    assert "train.epoch: unknown key" in str(error.value)
+
+
+def test_checksums_must_cover_exactly_the_four_files(tmp_path, raw_params) -> None:
+    raw_params["ingest"]["sha256"].pop("t10k-labels-idx1-ubyte")
+    with pytest.raises(ParamsError, match=r"ingest: .*t10k-labels-idx1-ubyte"):
+        load_params(write(tmp_path, raw_params))
+    raw_params["ingest"]["sha256"]["t10k-labels-idx1-ubyte"] = "not-a-hash"
+    with pytest.raises(ParamsError, match=r"ingest\.sha256\.t10k-labels-idx1-ubyte"):
+        load_params(write(tmp_path, raw_params))
+
+
+def test_malformed_or_missing_file(tmp_path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_overrides_are_validated_like_the_file() -> None:
+    params = load_params(REPO_ROOT / "params.yaml", {"train.epochs": 3, "train.model.dropout": "0.1"})
+    assert params.train.epochs == 3
+    assert params.train.model.dropout == 0.1
+    with pytest.raises(ParamsError, match=r"unknown param 'train\.epoch'.*train\.epochs"):
+        load_params(REPO_ROOT / "params.yaml", {"train.epoch": 3})
+    with pytest.raises(ParamsError, match=r"train\.optimizer"):
+        load_params(REPO_ROOT / "params.yaml", {"train.optimizer": "lion"})

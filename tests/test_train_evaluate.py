@@ -1,0 +1,115 @@
+"""Train and evaluate on tiny synthetic splits: model shapes, checkpoint, history, metrics, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from pipeline import evaluate, train
+from pipeline.dataset import CLASS_NAMES
+from pipeline.ingest import ingest
+from pipeline.params import DenseModelParams, load_params
+from pipeline.paths import Paths
+from pipeline.preprocess import run as preprocess
+from pipeline.splits import Split, load_split, save_split
+
+
+@pytest.fixture
+def paths(tmp_path, synthetic_source) -> Paths:
+    paths = Paths(tmp_path)
+    ingest([str(synthetic_source.directory)], synthetic_source.sha256, paths.raw_dir)
+    preprocess(paths, test_size=0.2, random_state=42, stratify=False)
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("hidden_units", "dropout", "layers"),
+    [
+        ([], 0.0, ["flatten", "output"]),
+        ([100], 0.3, ["flatten", "hidden_1", "dropout_1", "output"]),
+        ([32, 16], 0.0, ["flatten", "hidden_1", "hidden_2", "output"]),
+    ],
+)
+def test_build_model_covers_the_tutorials_architectures(hidden_units, dropout, layers) -> None:
+    params = DenseModelParams(architecture="dense", hidden_units=hidden_units, activation="sigmoid", dropout=dropout)
+    model = train.build_model((28, 28), 10, params)
+    assert [layer.name for layer in model.layers[1:]] == layers
+    assert model.output_shape == (None, 10)
+    assert model.layers[-1].activation.__name__ == "softmax"
+    if hidden_units:
+        assert model.get_layer("hidden_1").activation.__name__ == "sigmoid"
+
+
+@pytest.mark.parametrize(
+    ("name", "learning_rate", "cls", "expected_rate"),
+    [("sgd", None, keras.optimizers.SGD, 0.01), ("adam", 0.005, keras.optimizers.Adam, 0.005),
+     ("rmsprop", None, keras.optimizers.RMSprop, 0.001)],
+)
+def test_make_optimizer(name, learning_rate, cls, expected_rate) -> None:
+    optimizer = train.make_optimizer(name, learning_rate)
+    assert isinstance(optimizer, cls)
+    assert float(optimizer.learning_rate) == pytest.approx(expected_rate)
+
+
+def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, params_file) -> None:
+    params = load_params(params_file)
+    history = train.run(paths, params.train)
+    assert list(history.columns) == train.HISTORY_COLUMNS
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    assert pd.read_csv(paths.history_csv).equals(history)
+    for png in (paths.loss_png, paths.accuracy_png):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+    restored = keras.models.load_model(paths.model)
+    best_val_loss = history["val_loss"].min()
+    metrics = evaluate.run(paths, params.evaluate)
+    assert metrics["val"]["loss"] == pytest.approx(best_val_loss, rel=1e-5)
+    assert restored.count_params() == train.build_model((28, 28), 10, params.train.model).count_params()
+    on_disk = json.loads(paths.metrics_json.read_text())
+    assert on_disk == metrics
+    assert set(on_disk["test"]["per_class"]) == set(CLASS_NAMES)
+    assert set(on_disk["test"]["per_class"]["Bag"]) == {"precision", "recall", "f1"}
+    predictions = pd.read_csv(paths.predictions_csv)
+    assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 100
+    accuracy = (predictions["actual"] == predictions["predicted"]).mean()
+    assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    for png in (paths.confusion_png, paths.f1_png):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+    first_metrics = paths.metrics_json.read_bytes()
+    first_model_weights = restored.get_weights()
+    train.run(paths, params.train)
+    evaluate.run(paths, params.evaluate)
+    assert paths.metrics_json.read_bytes() == first_metrics
+    for before, after in zip(first_model_weights, keras.models.load_model(paths.model).get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_early_stopping_stops_and_checkpoint_keeps_the_best_epoch(paths, params_file) -> None:
+    params = load_params(
+        params_file,
+        {"train.epochs": 30, "train.early_stopping.enabled": True, "train.early_stopping.patience": 0,
+         "train.learning_rate": 0.5, "train.optimizer": "sgd"},
+    )
+    history = train.run(paths, params.train)
+    assert len(history) < 30
+    metrics = evaluate.run(paths, params.evaluate)
+    assert metrics["val"]["loss"] == pytest.approx(history["val_loss"].min(), rel=1e-5)
+
+
+def test_a_failed_training_leaves_the_previous_model(paths, params_file) -> None:
+    params = load_params(params_file)
+    train.run(paths, params.train)
+    before = paths.model.read_bytes()
+    val = load_split(paths.split("val"))
+    save_split(paths.split("val"), Split(val.x, np.full_like(val.y, 99)))  # fails at validation time
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        train.run(paths, params.train)
+    assert paths.model.read_bytes() == before
+    assert [p.name for p in paths.model.parent.iterdir()] == ["best-model.h5"]
