@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from pipeline import atomic  # noqa: E402
@@ -46,6 +47,7 @@ def learning_curve(history: pd.DataFrame, metric: str) -> Figure:
     axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
     best = history.loc[history["val_loss"].idxmin(), "epoch"]
     axis.axvline(best, color="grey", linestyle="--", label=f"best checkpoint (epoch {best})")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel(metric)
     axis.set_title(f"Train vs validation {metric}")

@@ -50,7 +50,9 @@ def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return images
 
 
-def write_synthetic_dataset(directory: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> SyntheticSource:
+def write_synthetic_dataset(
+    directory: Path, n_train: int = 300, n_test: int = 100, seed: int = 0
+) -> SyntheticSource:
     """Write gzip IDX files shaped like Fashion-MNIST (every class present in every split)."""
     rng = np.random.default_rng(seed)
     train_labels = np.arange(n_train, dtype=np.uint8) % 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,14 +36,16 @@ def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-def set_param(project: Path, section: str, key: str, value) -> None:
+def set_param(project: Path, section: str, key: str, value: object) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     params[section][key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_repro_builds_everything_then_skips_and_reruns_only_what_changed(project: Path) -> None:
+def test_repro_builds_everything_then_skips_and_reruns_only_what_changed(
+    project: Path, synthetic_source
+) -> None:
     first = dvc("repro", cwd=project)
     assert ran_stages(first.stdout) == {"ingest", "preprocess", "train", "evaluate"}
     for output in OUTPUTS:
@@ -56,12 +59,14 @@ def test_repro_builds_everything_then_skips_and_reruns_only_what_changed(project
     assert ran_stages(again.stdout) == set(), again.stdout
     assert "didn't change, skipping" in again.stdout
 
+    mirror = shutil.copytree(synthetic_source.directory, project.parent / "another-copy")
+    set_param(project, "ingest", "sources", [str(project.parent / "nowhere"), str(mirror)])
+    assert ran_stages(dvc("repro", cwd=project).stdout) == {"ingest"}  # same content: nothing after
+
     set_param(project, "evaluate", "batch_size", 7)
     assert ran_stages(dvc("repro", cwd=project).stdout) == {"evaluate"}
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["epochs"] = 2
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_param(project, "train", "epochs", 2)
     assert ran_stages(dvc("repro", cwd=project).stdout) == {"train", "evaluate"}
     assert len((project / "reports/train/history.csv").read_text().splitlines()) == 1 + 2
 

@@ -53,12 +53,16 @@ def test_cached_verified_files_are_not_fetched_again(tmp_path, synthetic_source,
 def test_mismatching_source_is_reported_and_the_next_one_used(tmp_path, synthetic_source, caplog) -> None:
     impostor = write_synthetic_dataset(tmp_path / "impostor", seed=99)
     caplog.set_level(logging.WARNING, logger="pipeline.ingest")
-    ingest([str(impostor.directory), str(synthetic_source.directory)], synthetic_source.sha256, tmp_path / "raw")
+    ingest(
+        [str(impostor.directory), str(synthetic_source.directory)], synthetic_source.sha256, tmp_path / "raw"
+    )
     assert_verified(tmp_path / "raw", synthetic_source)
     assert "checksum mismatch" in caplog.text
 
 
-def test_when_every_source_fails_the_error_lists_each_and_nothing_is_cached(tmp_path, synthetic_source) -> None:
+def test_when_every_source_fails_the_error_lists_each_and_nothing_is_cached(
+    tmp_path, synthetic_source
+) -> None:
     impostor = write_synthetic_dataset(tmp_path / "impostor", seed=99)
     missing = tmp_path / "missing"
     raw = tmp_path / "raw"

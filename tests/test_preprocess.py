@@ -35,7 +35,7 @@ def test_run_writes_scaled_splits_with_the_test_set_apart(paths) -> None:
     assert (len(train.y), len(val.y), len(test.y)) == (240, 60, 100)
     for split in (train, val, test):
         assert split.x.dtype == np.float32 and split.x.shape[1:] == (28, 28)
-        assert 0.0 <= split.x.min() and split.x.max() <= 1.0
+        assert split.x.min() >= 0.0 and split.x.max() <= 1.0
         assert split.y.dtype == np.uint8
     assert paths.samples_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     counts = pd.read_csv(paths.class_counts_csv, index_col="class")

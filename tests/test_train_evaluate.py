@@ -36,7 +36,9 @@ def paths(tmp_path, synthetic_source) -> Paths:
     ],
 )
 def test_build_model_covers_the_tutorials_architectures(hidden_units, dropout, layers) -> None:
-    params = DenseModelParams(architecture="dense", hidden_units=hidden_units, activation="sigmoid", dropout=dropout)
+    params = DenseModelParams(
+        architecture="dense", hidden_units=hidden_units, activation="sigmoid", dropout=dropout
+    )
     model = train.build_model((28, 28), 10, params)
     assert [layer.name for layer in model.layers[1:]] == layers
     assert model.output_shape == (None, 10)
@@ -47,8 +49,11 @@ def test_build_model_covers_the_tutorials_architectures(hidden_units, dropout, l
 
 @pytest.mark.parametrize(
     ("name", "learning_rate", "cls", "expected_rate"),
-    [("sgd", None, keras.optimizers.SGD, 0.01), ("adam", 0.005, keras.optimizers.Adam, 0.005),
-     ("rmsprop", None, keras.optimizers.RMSprop, 0.001)],
+    [
+        ("sgd", None, keras.optimizers.SGD, 0.01),
+        ("adam", 0.005, keras.optimizers.Adam, 0.005),
+        ("rmsprop", None, keras.optimizers.RMSprop, 0.001),
+    ],
 )
 def test_make_optimizer(name, learning_rate, cls, expected_rate) -> None:
     optimizer = train.make_optimizer(name, learning_rate)
@@ -87,15 +92,22 @@ def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, par
     train.run(paths, params.train)
     evaluate.run(paths, params.evaluate)
     assert paths.metrics_json.read_bytes() == first_metrics
-    for before, after in zip(first_model_weights, keras.models.load_model(paths.model).get_weights(), strict=True):
+    for before, after in zip(
+        first_model_weights, keras.models.load_model(paths.model).get_weights(), strict=True
+    ):
         np.testing.assert_array_equal(before, after)
 
 
 def test_early_stopping_stops_and_checkpoint_keeps_the_best_epoch(paths, params_file) -> None:
     params = load_params(
         params_file,
-        {"train.epochs": 30, "train.early_stopping.enabled": True, "train.early_stopping.patience": 0,
-         "train.learning_rate": 0.5, "train.optimizer": "sgd"},
+        {
+            "train.epochs": 30,
+            "train.early_stopping.enabled": True,
+            "train.early_stopping.patience": 0,
+            "train.learning_rate": 0.5,
+            "train.optimizer": "sgd",
+        },
     )
     history = train.run(paths, params.train)
     assert len(history) < 30
