@@ -59,6 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
         commands.add_parser(stage, parents=[common], help=f"run the {stage} stage")
+    review = commands.add_parser(
+        "report",
+        parents=[common],
+        help="Markdown review of the workspace's metrics, params and plots against a git revision",
+    )
+    review.add_argument("--base", default="main", help="git revision to compare with (default: main)")
+    review.add_argument("--output", type=Path, help="write the Markdown here (default: stdout)")
+    review.add_argument(
+        "--image-base-url", help="URL prefix for the PNG links (default: paths relative to --output)"
+    )
     args = parser.parse_args(argv)
 
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) hides the stage's own log lines.
@@ -68,7 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         params = load_params(args.params)
-        run_stage(args.command, params, Paths())
+        if args.command == "report":
+            from pipeline import report
+
+            report.run(
+                Paths(),
+                params.review,
+                base=args.base,
+                output=args.output,
+                image_base_url=args.image_base_url,
+            )
+        else:
+            run_stage(args.command, params, Paths())
     except (PipelineError, FileNotFoundError) as exc:
         log.error("%s failed: %s", args.command, exc)
         return 1

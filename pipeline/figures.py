@@ -49,7 +49,7 @@ def learning_curve(history: pd.DataFrame, metric: str) -> Figure:
     axis.axvline(best, color="grey", linestyle="--", label=f"best checkpoint (epoch {best})")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
-    axis.set_ylabel(metric)
+    axis.set_ylabel("sparse categorical cross-entropy" if metric == "loss" else metric)
     axis.set_title(f"Train vs validation {metric}")
     axis.legend()
     axis.grid(alpha=0.3)
@@ -68,6 +68,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
         colorbar=False,
         ax=axis,
     )
+    plt.setp(axis.get_xticklabels(), ha="right", rotation_mode="anchor")
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("actual class")
     axis.set_title("Confusion matrix (test set)")
     return figure
 

@@ -1,0 +1,380 @@
+"""The review report: pure Markdown builders (fast) and the real thing against DVC (integration)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import dvc, run
+from pipeline.params import ReviewParams
+from pipeline.report import (
+    MARKER,
+    GateCheck,
+    MetricRow,
+    ParamChange,
+    build_report,
+    flatten,
+    gate_checks,
+    image_link,
+    metric_rows,
+    param_changes,
+    per_class_rows,
+)
+
+OLD = {
+    "val": {"loss": 0.5, "accuracy": 0.8},
+    "test": {
+        "loss": 0.55,
+        "accuracy": 0.79,
+        "macro_f1": 0.78,
+        "per_class": {"Trouser": {"precision": 0.9, "recall": 0.9, "f1": 0.9}, "Bag": {"f1": 0.5}},
+    },
+}
+NEW = {
+    "test": {
+        "per_class": {"Bag": {"f1": 0.625}, "Trouser": {"precision": 1.0, "recall": 0.8, "f1": 0.9}},
+        "macro_f1": 0.7625,
+        "accuracy": 0.75,
+        "loss": 0.6,
+    },
+    "val": {"accuracy": 0.81, "loss": 0.45},
+}
+
+
+def table(markdown: str, header: str) -> dict[str, list[str]]:
+    """Rows of the Markdown table whose header row starts with ``| header |``, by first cell."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header} |"))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def report(**overrides) -> str:
+    arguments = {
+        "base": "main",
+        "base_commit": "0123456789abcdef",
+        "old": OLD,
+        "new": NEW,
+        "params": [ParamChange("train.epochs", 20, 3)],
+        "checks": gate_checks(OLD, NEW, ReviewParams()),
+        "images": [("Loss per epoch", "reports/train/loss.png")],
+    }
+    return build_report(**(arguments | overrides))
+
+
+# --- pure functions -------------------------------------------------------------------------------
+
+
+def test_flatten_names_numeric_leaves_like_dvc_metrics_diff() -> None:
+    flat = flatten({"a": {"b": 1, "c": {"d": 0.5}}, "flag": True, "name": "x"})
+    assert flat == {"a.b": 1.0, "a.c.d": 0.5}
+
+
+def test_metric_rows_are_sorted_scalars_without_per_class() -> None:
+    rows = metric_rows(OLD, NEW)
+    assert [row.name for row in rows] == [
+        "test.accuracy",
+        "test.loss",
+        "test.macro_f1",
+        "val.accuracy",
+        "val.loss",
+    ]
+    accuracy = rows[0]
+    assert (accuracy.old, accuracy.new) == (0.79, 0.75)
+    assert accuracy.delta == pytest.approx(-0.04)
+
+
+def test_rows_missing_on_one_side_have_no_delta() -> None:
+    rows = metric_rows({"test": {"accuracy": 0.5}}, {"test": {"accuracy": 0.6, "top5": 0.9}})
+    assert rows[1] == MetricRow("test.top5", None, 0.9)
+    assert rows[1].delta is None
+    text = report(old={"test": {"accuracy": 0.5}}, new={"test": {"accuracy": 0.6, "top5": 0.9}})
+    assert table(text, "Metric")["test.top5"] == ["—", "0.9000", "—"]
+
+
+def test_per_class_rows_are_sorted_by_class_name() -> None:
+    rows = per_class_rows(OLD, NEW)
+    assert rows == [MetricRow("Bag", 0.5, 0.625), MetricRow("Trouser", 0.9, 0.9)]
+
+
+def test_report_has_old_new_and_delta_with_fixed_decimals() -> None:
+    text = report()
+    assert text.startswith(MARKER + "\n# Model review\n")
+    assert "against base `main` (`0123456`)" in text
+    metrics = table(text, "Metric")
+    assert metrics["test.accuracy"] == ["0.7900", "0.7500", "-0.0400"]
+    assert metrics["val.loss"] == ["0.5000", "0.4500", "-0.0500"]
+    assert metrics["val.accuracy"] == ["0.8000", "0.8100", "+0.0100"]
+    per_class = table(text, "Class")
+    assert per_class == {"Bag": ["0.5000", "0.6250", "+0.1250"], "Trouser": ["0.9000", "0.9000", "0.0000"]}
+    assert "<details>\n<summary>Per-class F1 (test set)</summary>" in text
+    assert table(text, "Param") == {"train.epochs": ["20", "3"]}
+    assert "![Loss per epoch](reports/train/loss.png)" in text
+    assert "`dvc plots diff main`" in text
+    assert "Regression gate" in text and "Off:" in text
+
+
+def test_report_is_deterministic_whatever_the_key_order() -> None:
+    shuffled_old = json.loads(json.dumps(OLD, sort_keys=True))
+    shuffled_new = {key: NEW[key] for key in reversed(list(NEW))}
+    assert report() == report(old=shuffled_old, new=shuffled_new)
+    assert "-0.0000" not in report(old={"val": {"loss": 0.3}}, new={"val": {"loss": 0.3 - 1e-12}})
+
+
+def test_params_table_shows_values_as_yaml_does_and_escapes_pipes() -> None:
+    changes = param_changes(
+        {
+            "params.yaml": {
+                "train.model.hidden_units": {"old": [100], "new": [256, 128]},
+                "train.learning_rate": {"old": None, "new": 0.001},
+                "train.optimizer": {"old": "adam", "new": "sgd"},
+            },
+            "other.yaml": {"a|b": {"old": True, "new": False}},
+        }
+    )
+    assert [change.name for change in changes] == [
+        "other.yaml:a|b",
+        "train.learning_rate",
+        "train.model.hidden_units",
+        "train.optimizer",
+    ]
+    rows = table(report(params=changes), "Param")
+    assert rows["train.model.hidden_units"] == ["[100]", "[256, 128]"]
+    assert rows["train.learning_rate"] == ["null", "0.001"]
+    assert rows["train.optimizer"] == ["adam", "sgd"]
+    assert "| `other.yaml:a\\|b` | true | false |" in report(params=changes)
+    assert "No params changed." in report(params=[])
+
+
+@pytest.mark.parametrize(
+    ("review", "passed"),
+    [
+        (ReviewParams(), [True, True]),
+        (ReviewParams(min_test_accuracy=0.75), [True, True]),
+        (ReviewParams(min_test_accuracy=0.76), [False, True]),
+        (ReviewParams(max_test_accuracy_drop=0.04), [True, True]),  # 0.79 -> 0.75 is exactly the cap
+        (ReviewParams(max_test_accuracy_drop=0.039), [True, False]),
+        (ReviewParams(min_test_accuracy=0.8, max_test_accuracy_drop=0.01), [False, False]),
+    ],
+)
+def test_gate_checks(review: ReviewParams, passed: list[bool]) -> None:
+    checks = gate_checks(OLD, NEW, review)
+    assert [check.passed for check in checks] == passed
+    assert [check.param for check in checks] == ["review.min_test_accuracy", "review.max_test_accuracy_drop"]
+
+
+def test_failed_gate_is_named_at_the_top_and_in_its_table() -> None:
+    checks = gate_checks(OLD, NEW, ReviewParams(min_test_accuracy=0.8, max_test_accuracy_drop=0.01))
+    text = report(checks=checks)
+    headline = next(line for line in text.splitlines() if line.startswith("**Regression gate failed:**"))
+    assert "test.accuracy 0.7500 is below review.min_test_accuracy 0.8000" in headline
+    assert "dropped 0.0400 (0.7900 -> 0.7500), more than review.max_test_accuracy_drop 0.0100" in headline
+    gate = table(text, "Check")
+    assert gate["review.min_test_accuracy"] == ["0.8000", "0.7500", "**FAIL**"]
+    assert gate["review.max_test_accuracy_drop"] == ["0.0100", "0.0400", "**FAIL**"]
+
+
+def test_gate_with_missing_accuracy_fails_only_when_on() -> None:
+    assert all(check.passed for check in gate_checks({}, {}, ReviewParams()))
+    checks = gate_checks({}, {}, ReviewParams(min_test_accuracy=0.5))
+    assert checks[0] == GateCheck(
+        "review.min_test_accuracy", 0.5, None, False, "test.accuracy is missing from the new metrics"
+    )
+
+
+def test_stale_workspace_is_warned_about() -> None:
+    text = report(stale_stages=["train", "evaluate"])
+    assert "not up to date (`dvc status`: evaluate, train)" in text
+
+
+def test_image_links(tmp_path: Path) -> None:
+    png = Path("reports/train/loss.png")
+    assert image_link(png, Path("."), Path("."), None) == "reports/train/loss.png"
+    assert image_link(png, Path("."), Path("reports"), None) == "train/loss.png"
+    assert image_link(png, Path("."), Path("out"), None) == "../reports/train/loss.png"
+    url = image_link(png, Path("."), Path("out"), "https://example.invalid/o/r/raw/abc/")
+    assert url == "https://example.invalid/o/r/raw/abc/reports/train/loss.png"
+
+
+def test_report_command_never_imports_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "from pipeline import cli, report\n"
+        "try:\n"
+        "    cli.main(['report', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "sys.exit(f'imported {heavy}' if heavy else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--base" in result.stdout and "--output" in result.stdout
+
+
+# --- integration: a real project, real DVC --------------------------------------------------------
+
+
+def edit_params(project: Path, **dotted: object) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for key, value in dotted.items():
+        section, name = key.split("__")
+        params[section][name] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_report(project: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str | None]:
+    """``python -m pipeline report --output review.md ARGS``, checking it never loads TensorFlow."""
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "assert 'tensorflow' not in sys.modules, 'the report imported TensorFlow'\n"
+        "sys.exit(status)\n"
+    )
+    output = project / "review.md"
+    output.unlink(missing_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "report", "--output", "review.md", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert "the report imported TensorFlow" not in result.stderr
+    return result, output.read_text() if output.exists() else None
+
+
+def metrics_at(project: Path, rev: str) -> dict:
+    return json.loads(run("git", "show", f"{rev}:reports/evaluate/metrics.json", cwd=project).stdout)
+
+
+@pytest.mark.integration
+def test_report_against_a_committed_run(project: Path) -> None:
+    first_commit = run("git", "rev-parse", "HEAD", cwd=project).stdout.strip()
+    dvc("repro", cwd=project)
+    run("git", "add", "-A", cwd=project)
+    run("git", "commit", "-q", "-m", "baseline run", cwd=project)
+    run("git", "checkout", "-q", "-b", "change", cwd=project)
+    edit_params(project, train__epochs=1)
+    dvc("repro", cwd=project)
+
+    result, text = run_report(project, "--base", "main")
+    assert result.returncode == 0, result.stderr
+    assert text is not None
+
+    old = metrics_at(project, "main")
+    new = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    metrics, per_class = table(text, "Metric"), table(text, "Class")
+    for name in ("test.accuracy", "test.loss", "test.macro_f1", "val.accuracy", "val.loss"):
+        split, key = name.split(".")
+        expected_delta = f"{new[split][key] - old[split][key]:+.4f}"
+        expected_delta = "0.0000" if float(expected_delta) == 0 else expected_delta
+        assert metrics[name] == [f"{old[split][key]:.4f}", f"{new[split][key]:.4f}", expected_delta], name
+    assert set(per_class) == set(new["test"]["per_class"])
+
+    # `dvc metrics diff` sees the same numbers.
+    diff = json.loads(dvc("metrics", "diff", "main", "--all", "--json", cwd=project).stdout)
+    diff = diff["reports/evaluate/metrics.json"]
+    assert diff, "dvc metrics diff found nothing to compare"
+    for name, values in diff.items():
+        *_, score = name.split(".")
+        if ".per_class." in name:
+            if score != "f1":
+                continue
+            row = per_class[name.removeprefix("test.per_class.").removesuffix(".f1")]
+        else:
+            row = metrics[name]
+        assert row[:2] == [f"{values['old']:.4f}", f"{values['new']:.4f}"], name
+        if "diff" in values:
+            assert float(row[2]) == pytest.approx(values["diff"], abs=1e-4), name
+
+    # ... and `dvc params diff` the same changed params.
+    params = table(text, "Param")
+    assert params == {"train.epochs": ["3", "1"]}
+    dvc_params = json.loads(dvc("params", "diff", "main", "--json", cwd=project).stdout)
+    assert dvc_params == {"params.yaml": {"train.epochs": {"old": 3, "new": 1, "diff": -2}}}
+    assert "![Loss per epoch](reports/train/loss.png)" in text
+
+    # The gate: review.* reruns nothing, and a floor above the new accuracy fails the command.
+    new_accuracy, old_accuracy = new["test"]["accuracy"], old["test"]["accuracy"]
+    assert new_accuracy < 1.0
+    floor = round(new_accuracy + (1.0 - new_accuracy) / 2, 4)
+    edit_params(project, review__min_test_accuracy=floor)
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+    result, text = run_report(project, "--base", "main")
+    assert result.returncode == 1
+    assert f"regression gate failed: test.accuracy {new_accuracy:.4f} is below " in result.stderr
+    assert f"review.min_test_accuracy {floor:.4f}" in result.stderr
+    assert text is not None and "**FAIL**" in text, "the report is written even when the gate fails"
+
+    drop = old_accuracy - new_accuracy
+    cap = round(drop / 2, 4) if drop > 0 else 0.0
+    edit_params(project, review__min_test_accuracy=None, review__max_test_accuracy_drop=cap)
+    result, _ = run_report(project, "--base", "main")
+    assert result.returncode == (1 if drop > 0 else 0), result.stderr
+    if drop > 0:
+        assert "review.max_test_accuracy_drop" in result.stderr
+    edit_params(project, review__max_test_accuracy_drop=round(max(drop, 0.0) + 0.01, 4))
+    result, text = run_report(project, "--base", "main")
+    assert result.returncode == 0, result.stderr
+    assert text is not None and table(text, "Check")["review.max_test_accuracy_drop"][2] == "pass"
+    assert "review.max_test_accuracy_drop" in table(text, "Param"), "a changed gate is reviewed too"
+
+    # A stale workspace is flagged; a base without metrics is an error with a clear message.
+    edit_params(project, train__epochs=2)
+    result, text = run_report(project, "--base", "main")
+    assert result.returncode == 0, result.stderr
+    assert text is not None and "the pipeline is not up to date (`dvc status`: train)" in text
+    result, text = run_report(project, "--base", first_commit)
+    assert result.returncode == 1
+    message = f"base '{first_commit}' has no metrics: reports/evaluate/metrics.json is not there"
+    assert message in result.stderr
+    assert text is None
+    result, _ = run_report(project, "--base", "no-such-branch")
+    assert result.returncode == 1
+    assert "unknown Git revision 'no-such-branch'" in result.stderr
+
+
+@pytest.mark.integration
+def test_experiments_run_queue_show_and_diff(project: Path) -> None:
+    ran = dvc("exp", "run", "-n", "two-epochs", "-S", "train.epochs=2", cwd=project)
+    assert "Ran experiment(s): two-epochs" in ran.stdout
+    dvc("exp", "run", "--queue", "-n", "one-epoch", "-S", "train.epochs=1", cwd=project)
+    dvc("exp", "run", "--run-all", cwd=project)
+
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    experiments = {
+        rev["name"]: rev["data"]
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        for rev in experiment["revs"]
+    }
+    assert {"two-epochs", "one-epoch"} <= set(experiments)
+    for name, epochs in (("two-epochs", 2), ("one-epoch", 1)):
+        data = experiments[name]
+        assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == epochs
+        metrics = data["metrics"]["reports/evaluate/metrics.json"]["data"]
+        assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+    diff = json.loads(dvc("exp", "diff", "one-epoch", "two-epochs", "--all", "--json", cwd=project).stdout)
+    assert diff["params"]["params.yaml"]["train.epochs"] == {"old": 1, "new": 2, "diff": 1}
+    accuracy = diff["metrics"]["reports/evaluate/metrics.json"]["test.accuracy"]
+    old_metrics, new_metrics = (
+        experiments[name]["metrics"]["reports/evaluate/metrics.json"]["data"]
+        for name in ("one-epoch", "two-epochs")
+    )
+    assert (accuracy["old"], accuracy["new"]) == (
+        old_metrics["test"]["accuracy"],
+        new_metrics["test"]["accuracy"],
+    )
