@@ -1,0 +1,78 @@
+"""Write the params a flow run asked for into ``params.yaml``, the file DVC's stages read.
+
+This is what ``dvc exp run -S key=value`` does to the workspace: changed values are written into
+the file in place (comments, key order and layout kept), so DVC sees the change as it sees a hand
+edit, and ``dvc params diff`` / ``dvc exp show`` report it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.representer import RoundTripRepresenter
+
+from pipeline import atomic
+from pipeline.params import set_dotted
+
+
+def requested_params(source: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The params in ``source`` with the dotted-key ``overrides`` applied (validate them first)."""
+    raw = yaml.safe_load(source.read_text())
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return raw
+
+
+def write_params(target: Path, wanted: Mapping[str, Any]) -> list[str]:
+    """Make ``target`` hold exactly ``wanted``, editing only what differs; return the changed keys."""
+    rt_yaml = _round_trip_yaml()
+    document = rt_yaml.load(target.read_text())
+    changed = _update(document, wanted)
+    if changed:
+        buffer = io.StringIO()
+        rt_yaml.dump(document, buffer)
+        atomic.write_text(target, buffer.getvalue())
+    return changed
+
+
+def _update(node: MutableMapping[str, Any], wanted: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Edit ``node`` in place until it equals ``wanted``; the dotted keys that changed."""
+    changed = []
+    for key in [key for key in node if key not in wanted]:
+        del node[key]
+        changed.append(f"{prefix}{key}")
+    for key, value in wanted.items():
+        current = node.get(key)
+        if isinstance(current, MutableMapping) and isinstance(value, Mapping):
+            changed += _update(current, value, f"{prefix}{key}.")
+        elif key not in node or current != value:
+            if isinstance(current, list) and isinstance(value, list):
+                current[:] = value  # keeps the list's flow style and trailing comment
+            else:
+                node[key] = value
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
+class _Representer(RoundTripRepresenter):
+    """Writes ``None`` as ``null`` like the file does (ruamel's default is an empty value)."""
+
+
+_Representer.add_representer(
+    type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+)
+
+
+def _round_trip_yaml() -> YAML:
+    """ruamel.yaml set up to rewrite this project's ``params.yaml`` byte for byte when nothing changed."""
+    rt_yaml = YAML()
+    rt_yaml.Representer = _Representer
+    rt_yaml.preserve_quotes = True
+    rt_yaml.indent(mapping=2, sequence=4, offset=2)
+    rt_yaml.width = 4096  # never wrap the long SHA-256 values
+    return rt_yaml

@@ -1,0 +1,200 @@
+"""Integration: the deployment in ``prefect.yaml`` on a real Prefect server, run by a real process worker.
+
+Everything goes through the commands the README gives (``prefect server start``, ``prefect work-pool
+create``, ``prefect deploy``, ``prefect worker start``, ``prefect deployment run``), each in its own
+process with its own ``PREFECT_HOME``; the test reads the results back over the server's REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.paths import Paths
+
+pytestmark = [pytest.mark.integration, pytest.mark.server]
+
+POOL = "fashion-pipeline"
+DEPLOYMENT = "fashion-pipeline/nightly"
+SERVER_START_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 300
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    api_url: str
+    env: dict[str, str]
+    logs: Path
+
+    def prefect(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        """Run a ``prefect`` CLI command against this server, failing the test if it fails."""
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"prefect {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def start(self, name: str, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running ``prefect`` command in its own process group, its output in a log file."""
+        with (self.logs / f"{name}.log").open("wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "prefect", *args],
+                cwd=cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
+        response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+        response.raise_for_status()
+        return response
+
+    def log_tail(self, name: str, lines: int = 60) -> str:
+        return "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started by ``PrefectServer.start`` and everything it started."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """``prefect server start`` on a free port of 127.0.0.1, with its own home and database."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Shorter waits than the defaults (15 s, 30 s): the worker polls, an enqueued run retries.
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
+    }
+    server = PrefectServer(env["PREFECT_API_URL"], env, home)
+    process = server.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), cwd=home)
+    try:
+        wait_until_healthy(server, process)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_until_healthy(server: PrefectServer, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"prefect server exited {process.returncode}\n{server.log_tail('server')}")
+        try:
+            if httpx.get(f"{server.api_url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"prefect server not healthy after {SERVER_START_TIMEOUT_S} s\n{server.log_tail('server')}")
+
+
+def wait_for_final_state(server: PrefectServer, flow_run_id: str, worker: subprocess.Popen[bytes]) -> dict:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        flow_run = server.api("GET", f"/flow_runs/{flow_run_id}").json()
+        if flow_run["state"]["type"] in FINAL_STATES:
+            return flow_run
+        if worker.poll() is not None:
+            pytest.fail(f"the worker exited {worker.returncode}\n{server.log_tail('worker')}")
+        time.sleep(2)
+    pytest.fail(f"flow run not finished after {RUN_TIMEOUT_S} s\n{server.log_tail('worker')}")
+
+
+def test_deployment_from_prefect_yaml_runs_on_a_process_worker(
+    project: Path, prefect_server: PrefectServer
+) -> None:
+    prefect_server.prefect("work-pool", "create", POOL, "--type", "process", cwd=project)
+    deployed = prefect_server.prefect("--no-prompt", "deploy", "--all", cwd=project)
+    assert f"Deployment '{DEPLOYMENT}' successfully created" in deployed.stdout, deployed.stdout
+
+    deployment = prefect_server.api("GET", f"/deployments/name/{DEPLOYMENT}").json()
+    assert [schedule["schedule"]["cron"] for schedule in deployment["schedules"]] == ["0 2 * * *"]
+    assert deployment["work_pool_name"] == POOL
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    assert deployment["parameters"] == {"params_path": "params.yaml", "overrides": {}, "project_dir": "."}
+
+    worker = prefect_server.start("worker", "worker", "start", "--pool", POOL, cwd=project.parent)
+    try:
+        # Two runs at once: the deployment's concurrency limit makes the second wait for the first.
+        run_ids = [trigger(prefect_server, project.parent) for _ in range(2)]
+        first, second = sorted(
+            (wait_for_final_state(prefect_server, run_id, worker) for run_id in run_ids),
+            key=lambda flow_run: flow_run["start_time"],
+        )
+    finally:
+        stop(worker)
+
+    for flow_run in (first, second):
+        assert flow_run["state"]["type"] == "COMPLETED", (
+            f"{flow_run['state']}\n{prefect_server.log_tail('worker', 120)}"
+        )
+    assert datetime.fromisoformat(first["end_time"]) <= datetime.fromisoformat(second["start_time"])
+    assert task_state_names(prefect_server, first["id"]) == ["Completed"] * 4
+    assert task_state_names(prefect_server, second["id"]) == ["Skipped"] * 4  # DVC: nothing changed
+    metrics = prefect_server.api(
+        "POST",
+        "/artifacts/filter",
+        json={
+            "artifacts": {"key": {"any_": ["fashion-metrics"]}},
+            "flow_runs": {"id": {"any_": [first["id"]]}},
+        },
+    ).json()
+    assert len(metrics) == 1 and "| test accuracy |" in metrics[0]["data"]
+    paths = Paths(project)
+    for output in (paths.split("train"), paths.model, paths.metrics_json, paths.confusion_png):
+        assert output.is_file(), output
+    assert (project / "dvc.lock").is_file()
+
+
+def trigger(server: PrefectServer, cwd: Path) -> str:
+    """``prefect deployment run``: the new flow run's id."""
+    output = server.prefect("deployment", "run", DEPLOYMENT, cwd=cwd).stdout
+    return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
+
+
+def task_state_names(server: PrefectServer, flow_run_id: str) -> list[str]:
+    task_runs = server.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    return sorted(run["state"]["name"] for run in task_runs.json())
