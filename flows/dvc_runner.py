@@ -101,7 +101,7 @@ def run_logged(args: Sequence[str], cwd: Path, log: Logger) -> tuple[int, list[s
                 log.log(_level(line), "%s", line)
         return process.wait(), lines
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def failure_message(subject: str, returncode: int, lines: list[str]) -> str:
@@ -126,7 +126,8 @@ def _level(line: str) -> int:
     return logging.INFO
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop ``process`` (started with ``start_new_session``) and everything it started."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -134,7 +135,8 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    process.stdout.close()
+    if process.stdout:
+        process.stdout.close()
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -12,20 +12,10 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.representer import RoundTripRepresenter
 
 from pipeline import atomic
-from pipeline.params import set_dotted
-
-
-def requested_params(source: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The params in ``source`` with the dotted-key ``overrides`` applied (validate them first)."""
-    raw = yaml.safe_load(source.read_text())
-    for key, value in overrides.items():
-        set_dotted(raw, key, value)
-    return raw
 
 
 def write_params(target: Path, wanted: Mapping[str, Any]) -> list[str]:

@@ -33,8 +33,8 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows import dvc_runner, reports
-from flows.params_update import requested_params, write_params
-from pipeline.params import DEFAULT_PARAMS_PATH, load_params
+from flows.params_update import write_params
+from pipeline.params import DEFAULT_PARAMS_PATH, read_raw_params, validate_params
 from pipeline.paths import Paths
 
 LOCK_FILE = Path(".dvc") / "tmp" / "fashion-pipeline.lock"
@@ -92,11 +92,12 @@ def fashion_pipeline(
     logger = get_run_logger()
     root = Path(project_dir).resolve()
     source = root / params_path
-    load_params(source, overrides)  # a bad key or value fails here, before any work
+    requested = read_raw_params(source, overrides)
+    validate_params(requested, source=str(source))  # a bad key or value fails here, before any work
     paths = Paths(root)
     with workspace_lock(root):
         previous = reports.read_metrics(paths.metrics_json)
-        changed = write_params(root / DEFAULT_PARAMS_PATH, requested_params(source, overrides or {}))
+        changed = write_params(root / DEFAULT_PARAMS_PATH, requested)
         if changed:
             logger.info("params.yaml: new values for %s", ", ".join(changed))
         outcomes = {stage_task.name: run_stage(stage_task, root) for stage_task in STAGE_TASKS}

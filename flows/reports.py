@@ -33,14 +33,7 @@ def metrics_markdown(current: dict[str, Any], previous: dict[str, Any] | None) -
 
 def plots_markdown(paths: Paths) -> str:
     """Links to the stages' PNG figures, and the command that renders every plot as HTML."""
-    figures = {
-        "First training image of each class": paths.samples_png,
-        "Loss per epoch": paths.loss_png,
-        "Accuracy per epoch": paths.accuracy_png,
-        "Confusion matrix (test set)": paths.confusion_png,
-        "Per-class F1 (test set)": paths.f1_png,
-    }
-    links = [f"- [{title}]({path.resolve().as_uri()})" for title, path in figures.items()]
+    links = [f"- [{title}]({path.resolve().as_uri()})" for title, path in paths.figures().items()]
     return (
         "## Fashion-MNIST plots\n\n"
         + "\n".join(links)

@@ -111,6 +111,11 @@ class Params(_Section):
 
 def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: Mapping[str, Any] | None = None) -> Params:
     """Read ``path``, apply dotted-key ``overrides`` (e.g. ``{"train.epochs": 3}``) and validate."""
+    return validate_params(read_raw_params(path, overrides), source=str(path))
+
+
+def read_raw_params(path: Path | str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The YAML mapping in ``path`` with ``overrides`` applied, not yet validated."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -122,7 +127,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: Mapping[str, 
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
-    return validate_params(raw, source=str(path))
+    return raw
 
 
 def validate_params(raw: Mapping[str, Any], source: str = "params") -> Params:

@@ -65,3 +65,13 @@ class Paths:
     @property
     def f1_png(self) -> Path:
         return self.reports_dir / "evaluate" / "per_class_f1.png"
+
+    def figures(self) -> dict[str, Path]:
+        """The PNGs people look at, by title, in pipeline order."""
+        return {
+            "First training image of each class": self.samples_png,
+            "Loss per epoch": self.loss_png,
+            "Accuracy per epoch": self.accuracy_png,
+            "Confusion matrix (test set)": self.confusion_png,
+            "Per-class F1 (test set)": self.f1_png,
+        }

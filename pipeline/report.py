@@ -65,12 +65,6 @@ class GateCheck:
     message: str
 
 
-@dataclass(frozen=True)
-class Figure:
-    title: str
-    path: Path
-
-
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a nested metrics dict by dotted key, as ``dvc metrics diff`` names them."""
     flat: dict[str, float] = {}
@@ -139,17 +133,6 @@ def gate_checks(old: Mapping[str, Any], new: Mapping[str, Any], review: ReviewPa
         )
     checks.append(GateCheck("review.max_test_accuracy_drop", cap, drop, passed, message))
     return checks
-
-
-def review_figures(paths: Paths) -> list[Figure]:
-    """The PNGs people look at, in pipeline order."""
-    return [
-        Figure("Sample grid (first training image of each class)", paths.samples_png),
-        Figure("Loss per epoch", paths.loss_png),
-        Figure("Accuracy per epoch", paths.accuracy_png),
-        Figure("Confusion matrix (test set)", paths.confusion_png),
-        Figure("Per-class F1 (test set)", paths.f1_png),
-    ]
 
 
 def build_report(
@@ -289,9 +272,9 @@ def run(
     checks = gate_checks(old, new, review)
     link_dir = output.parent if output is not None else Path(".")
     images = [
-        (figure.title, image_link(figure.path, paths.root, link_dir, image_base_url))
-        for figure in review_figures(paths)
-        if figure.path.is_file()
+        (title, image_link(path, paths.root, link_dir, image_base_url))
+        for title, path in paths.figures().items()
+        if path.is_file()
     ]
     text = build_report(
         base=base,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.dvc_runner import stop_process_group
 from pipeline.paths import Paths
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
@@ -82,17 +82,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process started by ``PrefectServer.start`` and everything it started."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """``prefect server start`` on a free port of 127.0.0.1, with its own home and database."""
@@ -113,7 +102,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         wait_until_healthy(server, process)
         yield server
     finally:
-        stop(process)
+        stop_process_group(process)
 
 
 def wait_until_healthy(server: PrefectServer, process: subprocess.Popen[bytes]) -> None:
@@ -165,7 +154,7 @@ def test_deployment_from_prefect_yaml_runs_on_a_process_worker(
             key=lambda flow_run: flow_run["start_time"],
         )
     finally:
-        stop(worker)
+        stop_process_group(worker)
 
     for flow_run in (first, second):
         assert flow_run["state"]["type"] == "COMPLETED", (

@@ -38,9 +38,10 @@ from conftest import dvc
 from flows import reports
 from flows.cli import key_value
 from flows.dvc_runner import failure_message
-from flows.params_update import requested_params, write_params
+from flows.params_update import write_params
 from flows.pipeline_flow import LOCK_FILE, METRICS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
 from pipeline.dataset import FILE_NAMES
+from pipeline.params import read_raw_params
 from pipeline.paths import Paths
 
 STAGES = ("ingest", "preprocess", "train", "evaluate")
@@ -229,11 +230,11 @@ def test_write_params_edits_only_the_changed_values(tmp_path: Path) -> None:
     repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
     target = tmp_path / "params.yaml"
     target.write_text(repo_params.read_text())
-    assert write_params(target, requested_params(target, {})) == []
+    assert write_params(target, read_raw_params(target)) == []
     assert target.read_text() == repo_params.read_text()
 
     changed = write_params(
-        target, requested_params(target, {"train.epochs": "3", "train.learning_rate": 0.01})
+        target, read_raw_params(target, {"train.epochs": "3", "train.learning_rate": 0.01})
     )
     assert sorted(changed) == ["train.epochs", "train.learning_rate"]
     old, new = repo_params.read_text().splitlines(), target.read_text().splitlines()
