@@ -17,6 +17,8 @@ import yaml
 
 from pipeline.dataset import FILE_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 from pipeline.idx import encode_idx
+from pipeline.params import read_raw_params
+from pipeline.paths import Paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -127,6 +129,36 @@ def project(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-q", "-m", "project copy", cwd=root)
     return root
+
+
+def ran_stages(output: str) -> set[str]:
+    """Stages ``dvc repro`` actually ran, from its ``Running stage '<name>'`` lines."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def set_params(project: Path, overrides: dict[str, object]) -> None:
+    """Edit the project's params.yaml as a user would, by dotted key (``{"train.epochs": 2}``)."""
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(read_raw_params(path, overrides), sort_keys=False))
+
+
+def stage_outputs(project: Path) -> list[Path]:
+    """Every file the four stages write."""
+    paths = Paths(project)
+    return [
+        *(paths.raw_dir / name for name in FILE_NAMES),
+        *(paths.split(name) for name in ("train", "val", "test")),
+        paths.model,
+        paths.samples_png,
+        paths.class_counts_csv,
+        paths.history_csv,
+        paths.loss_png,
+        paths.accuracy_png,
+        paths.metrics_json,
+        paths.predictions_csv,
+        paths.confusion_png,
+        paths.f1_png,
+    ]
 
 
 def real_data_available() -> bool:

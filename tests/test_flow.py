@@ -34,36 +34,16 @@ from prefect.logging.handlers import APILogHandler
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
-from conftest import dvc
+from conftest import dvc, ran_stages, stage_outputs
 from flows import reports
 from flows.cli import key_value
 from flows.dvc_runner import failure_message
 from flows.params_update import write_params
 from flows.pipeline_flow import LOCK_FILE, METRICS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
-from pipeline.dataset import FILE_NAMES
 from pipeline.params import read_raw_params
 from pipeline.paths import Paths
 
 STAGES = ("ingest", "preprocess", "train", "evaluate")
-
-
-def stage_outputs(project: Path) -> list[Path]:
-    """Every file the four stages write."""
-    paths = Paths(project)
-    return [
-        *(paths.raw_dir / name for name in FILE_NAMES),
-        *(paths.split(name) for name in ("train", "val", "test")),
-        paths.model,
-        paths.samples_png,
-        paths.class_counts_csv,
-        paths.history_csv,
-        paths.loss_png,
-        paths.accuracy_png,
-        paths.metrics_json,
-        paths.predictions_csv,
-        paths.confusion_png,
-        paths.f1_png,
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +85,6 @@ def log_messages(state: State) -> str:
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)])))
     return "\n".join(log.message for log in logs)
-
-
-def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
 # -- integration: the real flow ----------------------------------------------------------------------

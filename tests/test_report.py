@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import dvc, run
+from conftest import dvc, run, set_params
 from pipeline.params import ReviewParams
 from pipeline.report import (
     MARKER,
@@ -225,15 +224,6 @@ def test_report_command_never_imports_tensorflow() -> None:
 # --- integration: a real project, real DVC --------------------------------------------------------
 
 
-def edit_params(project: Path, **dotted: object) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for key, value in dotted.items():
-        section, name = key.split("__")
-        params[section][name] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def run_report(project: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str | None]:
     """``python -m pipeline report --output review.md ARGS``, checking it never loads TensorFlow."""
     code = (
@@ -266,7 +256,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
     run("git", "add", "-A", cwd=project)
     run("git", "commit", "-q", "-m", "baseline run", cwd=project)
     run("git", "checkout", "-q", "-b", "change", cwd=project)
-    edit_params(project, train__epochs=1)
+    set_params(project, {"train.epochs": 1})
     dvc("repro", cwd=project)
 
     result, text = run_report(project, "--base", "main")
@@ -310,7 +300,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
     new_accuracy, old_accuracy = new["test"]["accuracy"], old["test"]["accuracy"]
     assert new_accuracy < 1.0
     floor = round(new_accuracy + (1.0 - new_accuracy) / 2, 4)
-    edit_params(project, review__min_test_accuracy=floor)
+    set_params(project, {"review.min_test_accuracy": floor})
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 1
@@ -320,19 +310,19 @@ def test_report_against_a_committed_run(project: Path) -> None:
 
     drop = old_accuracy - new_accuracy
     cap = round(drop / 2, 4) if drop > 0 else 0.0
-    edit_params(project, review__min_test_accuracy=None, review__max_test_accuracy_drop=cap)
+    set_params(project, {"review.min_test_accuracy": None, "review.max_test_accuracy_drop": cap})
     result, _ = run_report(project, "--base", "main")
     assert result.returncode == (1 if drop > 0 else 0), result.stderr
     if drop > 0:
         assert "review.max_test_accuracy_drop" in result.stderr
-    edit_params(project, review__max_test_accuracy_drop=round(max(drop, 0.0) + 0.01, 4))
+    set_params(project, {"review.max_test_accuracy_drop": round(max(drop, 0.0) + 0.01, 4)})
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 0, result.stderr
     assert text is not None and table(text, "Check")["review.max_test_accuracy_drop"][2] == "pass"
     assert "review.max_test_accuracy_drop" in table(text, "Param"), "a changed gate is reviewed too"
 
     # A stale workspace is flagged; a base without metrics is an error with a clear message.
-    edit_params(project, train__epochs=2)
+    set_params(project, {"train.epochs": 2})
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 0, result.stderr
     assert text is not None and "the pipeline is not up to date (`dvc status`: train)" in text
