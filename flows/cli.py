@@ -1,16 +1,21 @@
 """Run the pipeline flow once, or serve it on a cron without a work pool (``python -m flows``).
 
-python -m flows run --override train.epochs=3     # one run now
-python -m flows serve --cron "0 2 * * *"          # a scheduled deployment served by this process
+python -m flows run --override train.epochs=3             # in the checkout, like dvc exp run -S
+python -m flows run --isolated --override train.epochs=3  # in a workspace of its own; checkout untouched
+python -m flows serve --cron "0 2 * * *"                  # isolated runs of the current branch, on a schedule
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from flows.pipeline_flow import fashion_pipeline
+from pipeline.errors import PipelineError
+from pipeline.params import leaf_values, read_raw_params
 
 DEFAULT_CRON = "0 2 * * *"
 
@@ -23,10 +28,25 @@ def key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def overrides_from(params_file: Path | None, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The values of ``params_file`` (only the keys it holds), then each ``--override``, as overrides."""
+    overrides: dict[str, Any] = {}
+    if params_file is not None:
+        overrides = leaf_values(read_raw_params(params_file), source=str(params_file))
+    return {**overrides, **dict(pairs)}
+
+
+def current_branch(project: Path) -> str:
+    """The branch checked out in ``project`` (``HEAD`` when detached)."""
+    result = subprocess.run(
+        ["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=project, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--project-dir", type=Path, default=Path("."), help="the DVC project (default: .)")
-    common.add_argument("--params", default="params.yaml", help="params file, relative to --project-dir")
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[common], help="run the flow once, now")
@@ -38,15 +58,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a param to change for this run, e.g. train.epochs=3 (repeatable)",
     )
-    serve = commands.add_parser("serve", parents=[common], help="serve the flow on a schedule until stopped")
+    run.add_argument(
+        "--params",
+        type=Path,
+        metavar="FILE",
+        help="use FILE's values as overrides: only the keys it holds; --override wins over it",
+    )
+    run.add_argument(
+        "--isolated",
+        action="store_true",
+        help="run in a workspace of its own made from a commit, recorded as a DVC experiment",
+    )
+    run.add_argument("--rev", help="the commit, branch or tag an isolated run starts from (default: HEAD)")
+    run.add_argument(
+        "--keep-workspace", action="store_true", help="keep a failed isolated run's workspace for debugging"
+    )
+    run.add_argument("--no-push", action="store_true", help="do not push data and experiment to the remotes")
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve isolated runs of a branch on a schedule until stopped"
+    )
     serve.add_argument("--name", default="local", help="deployment name (default: local)")
     serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default: {DEFAULT_CRON!r})")
+    serve.add_argument("--rev", help="the branch each run trains (default: the one checked out now)")
     args = parser.parse_args(argv)
 
-    parameters = {"params_path": args.params, "project_dir": str(args.project_dir.resolve())}
+    project = args.project_dir.resolve()
+    if args.command == "run" and args.rev and not args.isolated:
+        parser.error("--rev needs --isolated: a run in the checkout runs what is checked out")
+    try:
+        overrides = overrides_from(args.params, args.override) if args.command == "run" else {}
+    except PipelineError as exc:
+        parser.error(str(exc))
+    if args.command == "run" and args.params:
+        print(
+            f"{args.params}: its values for {', '.join(sorted(overrides))} are used as overrides",
+            file=sys.stderr,
+        )
+
+    from flows.pipeline_flow import fashion_pipeline  # Prefect's import takes seconds: after the checks
+
     if args.command == "serve":
-        # global_limit=1: never two runs of this deployment at once, as in prefect.yaml.
+        parameters = {
+            "isolated": True,
+            "rev": args.rev or current_branch(project),
+            "project_dir": str(project),
+        }
+        # global_limit=1: one run at a time, as in prefect.yaml; each still has a workspace of its own.
         fashion_pipeline.serve(name=args.name, cron=args.cron, parameters=parameters, global_limit=1)
         return 0
-    state = fashion_pipeline(**parameters, overrides=dict(args.override), return_state=True)
+    state = fashion_pipeline(
+        overrides=overrides,
+        isolated=args.isolated,
+        rev=args.rev,
+        keep_workspace=args.keep_workspace,
+        push=not args.no_push,
+        project_dir=str(project),
+        return_state=True,
+    )
     return 0 if state.is_completed() else 1

@@ -2,13 +2,15 @@
 
 This is what ``dvc exp run -S key=value`` does to the workspace: changed values are written into
 the file in place (comments, key order and layout kept), so DVC sees the change as it sees a hand
-edit, and ``dvc params diff`` / ``dvc exp show`` report it.
+edit, and ``dvc params diff`` / ``dvc exp show`` report it. A run that fails, is cancelled or is
+interrupted puts the file back as it was (:func:`applied`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,19 @@ from ruamel.yaml import YAML
 from ruamel.yaml.representer import RoundTripRepresenter
 
 from pipeline import atomic
+
+
+@contextlib.contextmanager
+def applied(target: Path, wanted: Mapping[str, Any], *, restore_on_failure: bool) -> Iterator[list[str]]:
+    """Write ``wanted`` into ``target``, yield the changed keys; put the file back if the run fails."""
+    original = target.read_bytes()
+    changed = write_params(target, wanted)
+    try:
+        yield changed
+    except BaseException:
+        if changed and restore_on_failure:
+            atomic.write_bytes(target, original)
+        raise
 
 
 def write_params(target: Path, wanted: Mapping[str, Any]) -> list[str]:

@@ -1,21 +1,22 @@
-"""The Prefect flow ``fashion-pipeline``: ingest -> preprocess -> train -> evaluate.
+"""The Prefect flow ``fashion-pipeline``: the stages of ``dvc.yaml``, one task each, in one workspace.
 
 Decisions:
 
-- Each task reproduces its own DVC stage (``dvc repro --single-item <stage>``), so the flow and
-  ``dvc repro`` share one cache of truth and leave the same outputs and ``dvc.lock``. A stage whose
-  code, data and params are unchanged is skipped by DVC (or restored from its run cache); its task
-  then ends in a ``Completed`` state named ``Skipped``, with DVC's message. Prefect's own result
-  caching is off: DVC decides what runs.
-- ``overrides`` (``{"train.epochs": 3}``) are validated against the schema of ``params.yaml`` before
-  any stage runs, then written into ``params.yaml`` as ``dvc exp run -S`` does; after a successful
-  run the workspace is saved as a DVC experiment (``dvc exp save``), so ``dvc exp show`` lists the
-  run and ``dvc params diff`` shows the change against Git's HEAD. The workspace keeps the new params,
-  as after ``dvc exp run``; ``git checkout params.yaml`` returns to the committed ones.
-- One run at a time per workspace: the flow holds a file lock for its whole run and fails within
-  seconds when another run holds it; the deployment adds a Prefect concurrency limit of 1.
-- A failing stage fails its task and the flow, naming the stage and quoting its error lines; the
-  stage's previous outputs are put back. Ingest (network) is retried; train is not.
+- **A run is a unit.** It happens in one workspace (:mod:`flows.workspace`): an isolated clone of a
+  commit (``isolated=True``; what the scheduled deployment does), or the user's checkout, held
+  under DVC's own lock for the whole run so that no ``dvc repro`` can interleave with it. Its params
+  are the workspace's ``params.yaml`` plus ``overrides``, validated before any work; a run that
+  fails, is cancelled or is interrupted puts ``params.yaml`` back.
+- **DVC decides what runs.** Each task reproduces its DVC stage (:mod:`flows.stage`), in the order of
+  DVC's graph of ``dvc.yaml``. A stage whose code, data and params are unchanged ends in a
+  ``Completed`` state named ``Skipped``; one restored from DVC's run cache, ``Cached``. Prefect's
+  own result caching is off.
+- **DVC keeps the record.** A run that changed anything is saved as a DVC experiment (``dvc exp
+  show``, ``dvc exp apply``): an isolated run's experiment is pushed into the project's git refs, so
+  the checkout sees it without being written to. With a DVC remote configured, the run pushes its
+  data (``dvc push``) and, where a git remote exists, the experiment (``dvc exp push``).
+- A failing stage fails its task and the flow, naming the stage and quoting its error lines. Ingest
+  (network) is retried; train is not.
 """
 
 from __future__ import annotations
@@ -25,132 +26,142 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-from prefect import Task, flow, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows import dvc_runner, reports
-from flows.params_update import write_params
-from pipeline.params import DEFAULT_PARAMS_PATH, read_raw_params, validate_params
+from flows import params_update, reports, stage, workspace
+from pipeline.params import DEFAULT_PARAMS_PATH, parse_raw_params, validate_params
 from pipeline.paths import Paths
 
-LOCK_FILE = Path(".dvc") / "tmp" / "fashion-pipeline.lock"
-LOCK_WAIT_S = 2
 METRICS_ARTIFACT = "fashion-metrics"
 PLOTS_ARTIFACT = "fashion-plots"
-SKIPPED = "Skipped"
 MINUTE = 60
+STATE_NAMES = {stage.SKIPPED: "Skipped", stage.CACHED: "Cached", stage.RAN: "Completed"}
+OUTCOMES = {state_name: outcome for outcome, state_name in STATE_NAMES.items()}
 
-# DVC is the cache of truth: Prefect neither caches nor persists the tasks' results.
-_STAGE_TASK = {"cache_policy": NO_CACHE, "persist_result": False}
-
-
-class WorkspaceBusyError(RuntimeError):
-    """Another pipeline run holds the workspace."""
-
-
-@task(name="ingest", retries=2, retry_delay_seconds=10, timeout_seconds=30 * MINUTE, **_STAGE_TASK)
-def ingest(project_dir: str) -> State:
-    """Fetch and verify the raw IDX files; retried because its sources may be remote mirrors."""
-    return _reproduce("ingest", project_dir)
+# Per-stage task options, over the defaults of reproduce_stage; the stages themselves come from dvc.yaml.
+STAGE_TASK_OPTIONS: dict[str, dict[str, Any]] = {
+    "ingest": {"retries": 2, "retry_delay_seconds": 10},  # its sources may be remote mirrors
+    "train": {"timeout_seconds": 120 * MINUTE},  # never retried: a failed fit is not a transient error
+}
 
 
-@task(name="preprocess", retries=0, timeout_seconds=30 * MINUTE, **_STAGE_TASK)
-def preprocess(project_dir: str) -> State:
-    """Scale and split the images."""
-    return _reproduce("preprocess", project_dir)
-
-
-@task(name="train", retries=0, timeout_seconds=120 * MINUTE, **_STAGE_TASK)
-def train(project_dir: str) -> State:
-    """Fit the model; never retried, a failed fit is not a transient error."""
-    return _reproduce("train", project_dir)
-
-
-@task(name="evaluate", retries=0, timeout_seconds=30 * MINUTE, **_STAGE_TASK)
-def evaluate(project_dir: str) -> State:
-    """Score the best checkpoint on the validation and test splits."""
-    return _reproduce("evaluate", project_dir)
-
-
-STAGE_TASKS = (ingest, preprocess, train, evaluate)
+@task(retries=0, timeout_seconds=30 * MINUTE, cache_policy=NO_CACHE, persist_result=False)
+def reproduce_stage(root: str, name: str, keep_previous: bool) -> State:
+    """Reproduce one DVC stage; DVC decides whether it runs, is skipped or comes from its run cache."""
+    result = stage.reproduce(Path(root), name, get_run_logger(), keep_previous=keep_previous)
+    return Completed(name=STATE_NAMES[result.outcome], message=f"{result.outcome}: {result.reason}")
 
 
 @flow(name="fashion-pipeline")
 def fashion_pipeline(
-    params_path: str = str(DEFAULT_PARAMS_PATH),
     overrides: dict[str, Any] | None = None,
+    isolated: bool = False,
+    rev: str | None = None,
+    keep_workspace: bool = False,
+    push: bool = True,
     project_dir: str = ".",
-) -> dict[str, str]:
-    """Reproduce the pipeline in ``project_dir`` with ``params_path`` (relative to it) plus ``overrides``.
+) -> dict[str, Any]:
+    """Reproduce the pipeline of ``project_dir`` with ``overrides`` (``{"train.epochs": 3}``).
 
-    Returns what happened to each stage: ``ran`` or ``skipped``.
+    ``isolated``: in a fresh workspace made from commit ``rev`` (a branch, tag or SHA; default HEAD),
+    leaving the checkout untouched; ``keep_workspace`` keeps that workspace when the run fails.
+    Otherwise in the checkout itself, as ``dvc exp run -S`` would. ``push``: push data and
+    experiment to the DVC and git remotes, when configured.
+
+    Returns each stage's outcome (``ran``, ``skipped``, ``cached``), the experiment and the commit.
     """
     logger = get_run_logger()
-    root = Path(project_dir).resolve()
-    source = root / params_path
-    requested = read_raw_params(source, overrides)
-    validate_params(requested, source=str(source))  # a bad key or value fails here, before any work
-    paths = Paths(root)
-    with workspace_lock(root):
+    project = Path(project_dir).resolve()
+    if rev and not isolated:
+        raise ValueError("rev needs isolated=True: a run in the checkout runs what is checked out")
+    commit = workspace.resolve_commit(project, rev) if isolated else None
+    requested = requested_params(project, commit, overrides)  # a bad key or value fails here
+    if commit and not rev and (uncommitted := workspace.uncommitted_changes(project)):
+        logger.warning("uncommitted changes are not part of this isolated run: %s", ", ".join(uncommitted))
+
+    with run_workspace(project, commit, keep_workspace) as root:
+        paths = Paths(root)
         previous = reports.read_metrics(paths.metrics_json)
-        changed = write_params(root / DEFAULT_PARAMS_PATH, requested)
-        if changed:
-            logger.info("params.yaml: new values for %s", ", ".join(changed))
-        outcomes = {stage_task.name: run_stage(stage_task, root) for stage_task in STAGE_TASKS}
-        if changed:
-            dvc_runner.save_experiment(root, f"Prefect flow run {flow_run.name}", logger)
-        publish_artifacts(paths, previous)
-    logger.info("stages: %s", ", ".join(f"{stage} {outcome}" for stage, outcome in outcomes.items()))
-    return outcomes
+        # An isolated workspace is thrown away, or kept for debugging with the params that failed.
+        with params_update.applied(
+            root / DEFAULT_PARAMS_PATH, requested, restore_on_failure=not isolated
+        ) as changed:
+            if changed:
+                logger.info("params.yaml: new values for %s", ", ".join(changed))
+            outcomes = {
+                name: run_stage(root, name, keep_previous=not isolated)
+                for name in stage.pipeline_stages(root)
+            }
+            experiment = None
+            if changed or set(outcomes.values()) != {stage.SKIPPED}:
+                experiment = workspace.record_experiment(root, f"Prefect flow run {flow_run.name}")
+                logger.info(
+                    "recorded as DVC experiment %s (dvc exp show; dvc exp apply %s)", experiment, experiment
+                )
+        if push:
+            workspace.push_results(root, experiment, git_remotes(project, isolated), logger)
+        publish_artifacts(paths, previous, experiment, isolated)
+    logger.info("stages: %s", ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()))
+    return {"stages": outcomes, "experiment": experiment, "commit": commit}
 
 
-def run_stage(stage_task: Task[[str], State], root: Path) -> str:
-    """Run one stage task: ``ran`` or ``skipped``; a failed stage raises its error into the flow."""
-    state = stage_task(str(root), return_state=True)
-    state.result()  # re-raises the stage's error, failing the flow with the stage named
-    return "skipped" if state.name == SKIPPED else "ran"
+def requested_params(project: Path, commit: str | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The workspace's params (the checkout's, or ``commit``'s) plus ``overrides``, validated."""
+    if commit:
+        text, source = workspace.committed_params(project, commit), f"{DEFAULT_PARAMS_PATH} at {commit[:7]}"
+    else:
+        path = project / DEFAULT_PARAMS_PATH
+        text, source = path.read_text(), str(path)
+    requested = parse_raw_params(text, source, overrides)
+    validate_params(requested, source=source)
+    return requested
 
 
 @contextlib.contextmanager
-def workspace_lock(root: Path) -> Iterator[None]:
-    """Hold the workspace's lock file, failing at once if another run holds it."""
-    path = root / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=LOCK_WAIT_S)
-    except Timeout:
-        raise WorkspaceBusyError(
-            f"another pipeline run holds the workspace {root} (lock {path}); "
-            "wait for it to finish, then run again"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+def run_workspace(project: Path, commit: str | None, keep_on_failure: bool) -> Iterator[Path]:
+    """An isolated workspace of ``commit``, or the checkout under DVC's lock."""
+    if commit is None:
+        with workspace.locked(project):
+            yield project
+        return
+    name = flow_run.name or "run"
+    with workspace.isolated(
+        project, commit, name=name, keep_on_failure=keep_on_failure, log=get_run_logger()
+    ) as root:
+        yield root
 
 
-def publish_artifacts(paths: Paths, previous: dict[str, Any] | None) -> None:
-    """The metrics table (against the run before this one) and the plot links, in the Prefect UI."""
+def run_stage(root: Path, name: str, keep_previous: bool) -> str:
+    """Run the stage's task: ``ran``, ``skipped`` or ``cached``; a failed stage raises into the flow."""
+    options = {"name": name, "task_run_name": name, **STAGE_TASK_OPTIONS.get(name, {})}
+    state = reproduce_stage.with_options(**options)(str(root), name, keep_previous, return_state=True)
+    state.result()  # re-raises the stage's error, failing the flow with the stage named
+    return OUTCOMES[state.name]
+
+
+def git_remotes(project: Path, isolated: bool) -> list[str]:
+    """Where the experiment goes: the project itself (for an isolated run), and its ``origin``."""
+    origin = workspace.git_remote_url(project)
+    if isolated:
+        return ["origin", *([origin] if origin else [])]  # the clone's origin is the project
+    return ["origin"] if origin else []
+
+
+def publish_artifacts(
+    paths: Paths, previous: dict[str, Any] | None, experiment: str | None, isolated: bool
+) -> None:
+    """The metrics table (against the run before this one) and the plots, in the Prefect UI."""
     create_markdown_artifact(
-        reports.metrics_markdown(reports.read_metrics(paths.metrics_json), previous),
+        reports.metrics_markdown(reports.read_metrics(paths.metrics_json), previous, experiment),
         key=METRICS_ARTIFACT,
         description="Validation and test accuracy and loss, against the previous run",
     )
     create_markdown_artifact(
-        reports.plots_markdown(paths),
+        reports.plots_markdown(paths, experiment if isolated else None),
         key=PLOTS_ARTIFACT,
         description="The pipeline's figures",
     )
-
-
-def _reproduce(stage: str, project_dir: str) -> State:
-    """Run the DVC stage; a stage DVC skips ends in a Completed state named Skipped."""
-    skipped = dvc_runner.reproduce(stage, Path(project_dir), get_run_logger())
-    if skipped:
-        return Completed(name=SKIPPED, message=f"DVC: {skipped}")
-    return Completed(message=f"DVC ran stage '{stage}'")

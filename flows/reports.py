@@ -16,7 +16,9 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def metrics_markdown(current: dict[str, Any], previous: dict[str, Any] | None) -> str:
+def metrics_markdown(
+    current: dict[str, Any], previous: dict[str, Any] | None, experiment: str | None = None
+) -> str:
     """A table of val/test accuracy and loss: previous run, this run, and the change."""
     rows = [
         "| metric | previous | current | change |",
@@ -28,11 +30,23 @@ def metrics_markdown(current: dict[str, Any], previous: dict[str, Any] | None) -
         change = "n/a" if before is None else f"{now - before:+.4f}"
         shown_before = "n/a" if before is None else f"{before:.4f}"
         rows.append(f"| {split} {name} | {shown_before} | {now:.4f} | {change} |")
-    return "## Fashion-MNIST metrics\n\n" + "\n".join(rows) + "\n"
+    recorded = (
+        f"\n\nRecorded as DVC experiment `{experiment}`: `dvc exp show`, `dvc exp apply {experiment}`."
+        if experiment
+        else ""
+    )
+    return "## Fashion-MNIST metrics\n\n" + "\n".join(rows) + recorded + "\n"
 
 
-def plots_markdown(paths: Paths) -> str:
-    """Links to the stages' PNG figures, and the command that renders every plot as HTML."""
+def plots_markdown(paths: Paths, experiment: str | None = None) -> str:
+    """Links to the stages' PNG figures, or for an isolated run (whose workspace is gone) the commands."""
+    if experiment:
+        return (
+            "## Fashion-MNIST plots\n\n"
+            f"This run's plots are in DVC experiment `{experiment}`: `dvc plots diff HEAD {experiment}` "
+            f"renders them next to the checkout's (`dvc_plots/index.html`); `dvc exp apply {experiment}` "
+            "brings its PNG figures into the checkout.\n"
+        )
     links = [f"- [{title}]({path.resolve().as_uri()})" for title, path in paths.figures().items()]
     return (
         "## Fashion-MNIST plots\n\n"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline import logs
 from pipeline.errors import PipelineError
 from pipeline.params import DEFAULT_PARAMS_PATH, Params, load_params
 from pipeline.paths import Paths
@@ -71,11 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) hides the stage's own log lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    logs.configure()
     try:
         params = load_params(args.params)
         if args.command == "report":
@@ -92,5 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_stage(args.command, params, Paths())
     except (PipelineError, FileNotFoundError) as exc:
         log.error("%s failed: %s", args.command, exc)
+        return 1
+    except Exception as exc:  # a bug or an unforeseen failure: the traceback, and its gist on line one
+        log.error("%s failed: %s: %s", args.command, type(exc).__name__, exc, exc_info=True)
         return 1
     return 0

@@ -118,13 +118,20 @@ def read_raw_params(path: Path | str, overrides: Mapping[str, Any] | None = None
     """The YAML mapping in ``path`` with ``overrides`` applied, not yet validated."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
+    return parse_raw_params(text, str(path), overrides)
+
+
+def parse_raw_params(text: str, source: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The YAML mapping ``text`` (read from ``source``) with ``overrides`` applied, not yet validated."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamsError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level")
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
     return raw
@@ -145,10 +152,38 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node: Any = raw
     known = _known_keys()
     if key not in known:
-        raise ParamsError(f"unknown param {key!r}; known params: {', '.join(sorted(known))}")
+        raise _unknown_param(key, known)
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def leaf_values(raw: Mapping[str, Any], source: str = "params") -> dict[str, Any]:
+    """``raw``'s values by dotted key, down to the schema's leaves (``train.epochs``, ``ingest.sha256``).
+
+    What another params file means as overrides: only the keys it holds, each checked to be known.
+    """
+    known = _known_keys()
+    sections = {key.rsplit(".", 1)[0] for key in known if "." in key}
+    values: dict[str, Any] = {}
+
+    def visit(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if dotted not in known:
+                raise _unknown_param(dotted, known, source)
+            if dotted in sections and isinstance(value, Mapping):
+                visit(value, f"{dotted}.")
+            else:
+                values[dotted] = value
+
+    visit(raw, "")
+    return values
+
+
+def _unknown_param(key: str, known: set[str], source: str | None = None) -> ParamsError:
+    where = f"{source}: " if source else ""
+    return ParamsError(f"{where}unknown param {key!r}; known params: {', '.join(sorted(known))}")
 
 
 def _known_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:

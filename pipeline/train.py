@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import keras
@@ -61,6 +62,7 @@ def fit(
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True),
         keras.callbacks.TerminateOnNaN(),
+        EpochLog(params.epochs),
     ]
     if params.early_stopping.enabled:
         callbacks.append(
@@ -81,13 +83,38 @@ def fit(
             epochs=params.epochs,
             batch_size=params.batch_size,
             callbacks=callbacks,
-            verbose=2,
+            verbose=0,  # EpochLog: one log line per epoch, which the Prefect flow also receives
         )
     finally:
         absl_logger.removeFilter(legacy_h5_notice)
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", range(1, len(frame) + 1))
     return frame[HISTORY_COLUMNS]
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch: its number out of the total, the losses, accuracies and seconds."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        log.info(
+            "epoch %d/%d: loss %.4f accuracy %.4f | val_loss %.4f val_accuracy %.4f | %.1f s",
+            epoch + 1,
+            self.epochs,
+            logs.get("loss", float("nan")),
+            logs.get("accuracy", float("nan")),
+            logs.get("val_loss", float("nan")),
+            logs.get("val_accuracy", float("nan")),
+            time.monotonic() - self.started,
+        )
 
 
 class _DropMessages(logging.Filter):

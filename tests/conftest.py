@@ -6,8 +6,11 @@ import gzip
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,9 @@ PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "params.yaml", "prefect.yaml",
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Prefect reads its settings when first imported: the tests' own home, and no network.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fashion-prefect-home-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 for _name, _value in {
     "GIT_AUTHOR_NAME": "tests",
     "GIT_AUTHOR_EMAIL": "tests@example.invalid",
@@ -107,6 +113,17 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return result
 
 
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop ``process`` (started with ``start_new_session``) and everything it started."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(sys.executable, "-m", "dvc", *args, cwd=cwd, check=check)
 
@@ -129,6 +146,31 @@ def project(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-q", "-m", "project copy", cwd=root)
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A temporary Prefect server and database for the session's flow runs; its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+def commit_all(project: Path, message: str) -> None:
+    run("git", "add", "-A", cwd=project)
+    run("git", "commit", "-q", "-m", message, cwd=project)
+
+
+def snapshot(project: Path) -> dict[str, bytes]:
+    """Every file of the checkout but git's and DVC's internals (``.git``, ``.dvc/tmp``, ``.dvc/cache``)."""
+    internal = (project / ".git", project / ".dvc" / "tmp", project / ".dvc" / "cache")
+    return {
+        str(path.relative_to(project)): path.read_bytes()
+        for path in sorted(project.rglob("*"))
+        if path.is_file() and not any(path.is_relative_to(folder) for folder in internal)
+    }
 
 
 def ran_stages(output: str) -> set[str]:

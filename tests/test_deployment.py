@@ -7,6 +7,7 @@ process with its own ``PREFECT_HOME``; the test reads the results back over the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -21,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.dvc_runner import stop_process_group
-from pipeline.paths import Paths
+from conftest import run, snapshot, stop_process_group
+from flows.workspace import RUNS_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
 
@@ -131,7 +132,7 @@ def wait_for_final_state(server: PrefectServer, flow_run_id: str, worker: subpro
     pytest.fail(f"flow run not finished after {RUN_TIMEOUT_S} s\n{server.log_tail('worker')}")
 
 
-def test_deployment_from_prefect_yaml_runs_on_a_process_worker(
+def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
     project: Path, prefect_server: PrefectServer
 ) -> None:
     prefect_server.prefect("work-pool", "create", POOL, "--type", "process", cwd=project)
@@ -143,44 +144,56 @@ def test_deployment_from_prefect_yaml_runs_on_a_process_worker(
     assert deployment["work_pool_name"] == POOL
     assert deployment["global_concurrency_limit"]["limit"] == 1
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-    assert deployment["parameters"] == {"params_path": "params.yaml", "overrides": {}, "project_dir": "."}
+    # Isolated runs of the branch checked out at deploy time.
+    assert deployment["parameters"] == {"isolated": True, "rev": "main", "overrides": {}, "project_dir": "."}
 
+    before = snapshot(project)
     worker = prefect_server.start("worker", "worker", "start", "--pool", POOL, cwd=project.parent)
     try:
         # Two runs at once: the deployment's concurrency limit makes the second wait for the first.
-        run_ids = [trigger(prefect_server, project.parent) for _ in range(2)]
-        first, second = sorted(
-            (wait_for_final_state(prefect_server, run_id, worker) for run_id in run_ids),
-            key=lambda flow_run: flow_run["start_time"],
-        )
+        plain = trigger(prefect_server, project.parent)
+        override = trigger(prefect_server, project.parent, "--param", 'overrides={"train.epochs": 1}')
+        runs = {run_id: wait_for_final_state(prefect_server, run_id, worker) for run_id in (plain, override)}
     finally:
         stop_process_group(worker)
 
-    for flow_run in (first, second):
+    for flow_run in runs.values():
         assert flow_run["state"]["type"] == "COMPLETED", (
             f"{flow_run['state']}\n{prefect_server.log_tail('worker', 120)}"
         )
+    first, second = sorted(runs.values(), key=lambda flow_run: flow_run["start_time"])
     assert datetime.fromisoformat(first["end_time"]) <= datetime.fromisoformat(second["start_time"])
     assert task_state_names(prefect_server, first["id"]) == ["Completed"] * 4
-    assert task_state_names(prefect_server, second["id"]) == ["Skipped"] * 4  # DVC: nothing changed
+    # The second run's split comes from DVC's run cache, shared with the first run's workspace.
+    assert "Cached" in task_state_names(prefect_server, second["id"])
+
+    # The deployment's checkout is as it was: every run happened in a workspace of its own ...
+    assert snapshot(project) == before
+    assert run("git", "status", "--porcelain", cwd=project).stdout == ""
+    assert list((project / RUNS_DIR).iterdir()) == []
+    # ... and came back as a DVC experiment, the override included.
+    recorded = json.loads(run(sys.executable, "-m", "dvc", "exp", "show", "--json", cwd=project).stdout)
+    epochs = sorted(
+        revision["data"]["params"]["params.yaml"]["data"]["train"]["epochs"]
+        for row in recorded
+        for experiment in row.get("experiments") or []
+        for revision in experiment["revs"]
+    )
+    assert epochs == [1, 3]
     metrics = prefect_server.api(
         "POST",
         "/artifacts/filter",
         json={
             "artifacts": {"key": {"any_": ["fashion-metrics"]}},
-            "flow_runs": {"id": {"any_": [first["id"]]}},
+            "flow_runs": {"id": {"any_": [override]}},
         },
     ).json()
     assert len(metrics) == 1 and "| test accuracy |" in metrics[0]["data"]
-    paths = Paths(project)
-    for output in (paths.split("train"), paths.model, paths.metrics_json, paths.confusion_png):
-        assert output.is_file(), output
-    assert (project / "dvc.lock").is_file()
 
 
-def trigger(server: PrefectServer, cwd: Path) -> str:
+def trigger(server: PrefectServer, cwd: Path, *args: str) -> str:
     """``prefect deployment run``: the new flow run's id."""
-    output = server.prefect("deployment", "run", DEPLOYMENT, cwd=cwd).stdout
+    output = server.prefect("deployment", "run", DEPLOYMENT, *args, cwd=cwd).stdout
     return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
 
 

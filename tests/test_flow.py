@@ -1,26 +1,25 @@
 """The Prefect flow, run in-process against a throw-away Prefect API (``prefect_test_harness``).
 
-The integration tests run the real flow (real ``dvc repro`` of each stage) on a tiny synthetic project
-and read task states, logs and artifacts back from the Prefect API.
+The integration tests run the real flow (real DVC stages) on a tiny synthetic project and read task
+states, logs and artifacts back from the Prefect API: in the checkout, against concurrent ``dvc
+repro`` runs, and in isolated workspaces recorded as DVC experiments.
 """
 
-# ruff: noqa: E402  (Prefect reads its settings when first imported: set them before)
 from __future__ import annotations
 
-import os
-import tempfile
-
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fashion-prefect-home-")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-
 import json
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from uuid import UUID
 
+import psutil
 import pytest
 import yaml
-from filelock import FileLock
+from dvc.env import DVC_ROOT
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -32,25 +31,19 @@ from prefect.client.schemas.filters import (
 )
 from prefect.logging.handlers import APILogHandler
 from prefect.states import State
-from prefect.testing.utilities import prefect_test_harness
 
-from conftest import dvc, ran_stages, stage_outputs
+from conftest import REPO_ROOT, commit_all, dvc, ran_stages, set_params, snapshot, stage_outputs
 from flows import reports
-from flows.cli import key_value
-from flows.dvc_runner import failure_message
+from flows.cli import key_value, overrides_from
 from flows.params_update import write_params
-from flows.pipeline_flow import LOCK_FILE, METRICS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
-from pipeline.params import read_raw_params
+from flows.pipeline_flow import METRICS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
+from flows.stage import pipeline_stages
+from flows.workspace import RUNS_DIR, locked
+from pipeline.params import ParamsError, read_raw_params
 from pipeline.paths import Paths
 
 STAGES = ("ingest", "preprocess", "train", "evaluate")
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> Iterator[None]:
-    """A temporary Prefect server and database for this module's flow runs."""
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+WAIT_S = 120
 
 
 def run_flow(project: Path, **parameters) -> State:
@@ -67,7 +60,7 @@ def task_states(state: State) -> dict[str, str]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
         )
-    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+    return {run.name: run.state.name for run in runs}
 
 
 def artifact(state: State, key: str) -> str:
@@ -87,14 +80,74 @@ def log_messages(state: State) -> str:
     return "\n".join(log.message for log in logs)
 
 
-# -- integration: the real flow ----------------------------------------------------------------------
+def experiments(project: Path) -> dict[str, dict]:
+    """Each experiment ``dvc exp show`` lists: its params and metrics by name."""
+    rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    found = {}
+    for row in rows:
+        for experiment in row.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                found[revision["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": data["metrics"]["reports/evaluate/metrics.json"]["data"],
+                }
+    return found
+
+
+def locked_paths(project: Path, mode: str) -> list[str]:
+    """The paths DVC's rwlock holds for ``mode`` (``read`` or ``write``) right now."""
+    try:
+        return list(json.loads((project / ".dvc/tmp/rwlock").read_text()).get(mode, {}))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def wait_until(condition, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"exited {process.returncode} before {what}:\n{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def training(project: Path) -> bool:
+    """Whether a train stage is running in ``project`` (DVC's rwlock holds its model for writing)."""
+    return any(path.endswith("best-model.h5") for path in locked_paths(project, "write"))
+
+
+def stage_processes(project: Path) -> list[psutil.Process]:
+    """Stage commands DVC runs for ``project``, from any process."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(DVC_ROOT) == str(project):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def history_epochs(project: Path) -> int:
+    return len(Paths(project).history_csv.read_text().splitlines()) - 1
+
+
+def locked_epochs(project: Path) -> int:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"]
+
+
+# -- in the checkout ---------------------------------------------------------------------------------
 
 
 @pytest.mark.integration
-def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path, prefect_api: None) -> None:
+def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path, prefect_api: str) -> None:
     first = run_flow(project)
     assert first.is_completed(), first.message
-    assert first.result() == dict.fromkeys(STAGES, "ran")
+    result = first.result()
+    assert result["stages"] == dict.fromkeys(STAGES, "ran")
     assert task_states(first) == dict.fromkeys(STAGES, "Completed")
     for output in stage_outputs(project):
         assert output.is_file(), output
@@ -102,11 +155,16 @@ def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path,
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
     assert ran_stages(dvc("repro", cwd=project).stdout) == set()
     logs = log_messages(first)
-    assert "INFO pipeline.train: best epoch" in logs  # the stage's own output reached Prefect
+    assert "stage 'train' runs: " in logs  # why, from DVC's status
+    assert "pipeline.train: epoch 3/3: loss" in logs  # the stage's own records reached Prefect
+    assert "pipeline.train: best epoch" in logs
+    assert "git add" not in logs and "autostage" not in logs  # DVC's hints are for a terminal
+    assert result["experiment"] in experiments(project)
     metrics = json.loads(Paths(project).metrics_json.read_text())
     table = artifact(first, METRICS_ARTIFACT)
     assert f"| test accuracy | n/a | {metrics['test']['accuracy']:.4f} | n/a |" in table
     assert f"| val loss | n/a | {metrics['val']['loss']:.4f} | n/a |" in table
+    assert f"dvc exp apply {result['experiment']}" in table
     plots = artifact(first, PLOTS_ARTIFACT)
     for png in (Paths(project).samples_png, Paths(project).confusion_png, Paths(project).f1_png):
         assert png.resolve().as_uri() in plots
@@ -115,7 +173,7 @@ def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path,
     lock = (project / "dvc.lock").read_bytes()
     second = run_flow(project)
     assert second.is_completed(), second.message
-    assert second.result() == dict.fromkeys(STAGES, "skipped")
+    assert second.result() == {"stages": dict.fromkeys(STAGES, "skipped"), "experiment": None, "commit": None}
     assert task_states(second) == dict.fromkeys(STAGES, "Skipped")
     assert "Stage 'train' didn't change, skipping" in log_messages(second)
     assert (project / "dvc.lock").read_bytes() == lock
@@ -126,8 +184,8 @@ def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path,
 
 
 @pytest.mark.integration
-def test_overrides_are_recorded_and_a_failing_stage_keeps_the_previous_outputs(
-    project: Path, prefect_api: None
+def test_overrides_are_recorded_and_a_failing_run_puts_params_and_outputs_back(
+    project: Path, prefect_api: str
 ) -> None:
     params_file = project / "params.yaml"
     params_file.write_text("# tuned by hand\n" + params_file.read_text())
@@ -135,10 +193,11 @@ def test_overrides_are_recorded_and_a_failing_stage_keeps_the_previous_outputs(
     assert state.is_completed(), state.message
     assert "# tuned by hand" in params_file.read_text()
     assert yaml.safe_load(params_file.read_text())["train"]["epochs"] == 2
-    assert len(Paths(project).history_csv.read_text().splitlines()) == 1 + 2
+    assert history_epochs(project) == 2
     diff = json.loads(dvc("params", "diff", "--json", cwd=project).stdout)
     assert diff["params.yaml"]["train.epochs"] == {"old": 3, "new": 2, "diff": -1}
-    assert experiment_epochs(project) == [2]
+    recorded = experiments(project)
+    assert recorded[state.result()["experiment"]]["params"]["train"]["epochs"] == 2
 
     preprocess_outputs = [
         Paths(project).split("train"),
@@ -146,30 +205,20 @@ def test_overrides_are_recorded_and_a_failing_stage_keeps_the_previous_outputs(
         Paths(project).samples_png,
     ]
     before = {path: path.read_bytes() for path in preprocess_outputs}
-    lock = (project / "dvc.lock").read_bytes()
+    params, lock = params_file.read_bytes(), (project / "dvc.lock").read_bytes()
     failed = run_flow(project, overrides={"preprocess.test_size": 0.999})  # valid, but leaves no training set
     assert failed.is_failed()
     assert "stage 'preprocess' failed" in failed.message
     assert "the resulting train set will be empty" in failed.message
     assert task_states(failed) == {"ingest": "Skipped", "preprocess": "Failed"}
     assert {path: path.read_bytes() for path in preprocess_outputs} == before
+    assert params_file.read_bytes() == params  # the override is gone again
     assert (project / "dvc.lock").read_bytes() == lock
-    assert experiment_epochs(project) == [2]  # a failed run is not recorded
-
-
-def experiment_epochs(project: Path) -> list[int]:
-    """``train.epochs`` of each experiment ``dvc exp show`` lists."""
-    rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
-    return [
-        revision["data"]["params"]["params.yaml"]["data"]["train"]["epochs"]
-        for row in rows
-        for experiment in row.get("experiments") or []
-        for revision in experiment["revs"]
-    ]
+    assert experiments(project).keys() == recorded.keys()  # a failed run is not recorded
 
 
 @pytest.mark.integration
-def test_unknown_override_fails_before_any_stage_runs(project: Path, prefect_api: None) -> None:
+def test_unknown_override_fails_before_any_stage_runs(project: Path, prefect_api: str) -> None:
     params = (project / "params.yaml").read_text()
     state = run_flow(project, overrides={"train.epochz": 3})
     assert state.is_failed()
@@ -179,18 +228,189 @@ def test_unknown_override_fails_before_any_stage_runs(project: Path, prefect_api
     assert not (project / "data").exists()
 
 
+# -- one lock for every writer -------------------------------------------------------------------------
+
+
 @pytest.mark.integration
-def test_a_second_run_on_the_same_workspace_fails_fast(project: Path, prefect_api: None) -> None:
-    lock_file = project / LOCK_FILE
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_file):  # what a run in progress holds
-        state = run_flow(project)
+def test_a_flow_run_started_during_dvc_repro_fails_fast_and_changes_nothing(
+    project: Path, prefect_api: str
+) -> None:
+    set_params(project, {"train.epochs": 5})
+    dvc("repro", cwd=project)
+    params = (project / "params.yaml").read_bytes()
+    repro = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: training(project), "dvc repro trains", repro)
+        started = time.monotonic()
+        state = run_flow(project, overrides={"train.epochs": 2})
+        assert time.monotonic() - started < 30
+        assert repro.poll() is None, "the flow had to fail while dvc repro was still training"
+    finally:
+        output, _ = repro.communicate(timeout=WAIT_S)
+    assert repro.returncode == 0, output
     assert state.is_failed()
-    assert "another pipeline run holds the workspace" in state.message
+    assert "is busy, so this run changed nothing" in state.message
+    assert "repro -f -s train" in state.message  # DVC names the process that holds the lock
     assert task_states(state) == {}
+    assert (project / "params.yaml").read_bytes() == params
+    # dvc.lock tells the truth: the model on disk was trained for the epochs it records.
+    assert history_epochs(project) == locked_epochs(project) == 5
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+
+
+@pytest.mark.integration
+def test_while_a_run_holds_the_project_dvc_repro_and_other_runs_fail_fast(
+    project: Path, prefect_api: str
+) -> None:
+    before = snapshot(project)
+    with locked(project):  # what a flow run holds from start to end
+        repro = dvc("repro", cwd=project, check=False)
+    assert repro.returncode != 0
+    assert "is busy, it is being blocked by" in repro.stderr
+    assert f"(PID {os.getpid()})" in repro.stderr
+    assert snapshot(project) == before  # dvc repro changed nothing: no data, no dvc.lock
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from flows.workspace import locked\n"
+            "with locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)",
+            str(project),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        state = run_flow(project, overrides={"train.epochs": 2})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert state.is_failed()
+    assert "is busy, so this run changed nothing" in state.message
+    assert f"(PID {holder.pid})" in state.message
+    assert task_states(state) == {}
+    assert snapshot(project) == before
+
+
+@pytest.mark.integration
+def test_an_interrupted_override_run_puts_params_back_and_stops_its_stage(
+    project: Path, prefect_api: str
+) -> None:
+    """SIGTERM is what a Prefect worker sends a cancelled run, and what ``kill`` sends by default."""
+    dvc("repro", cwd=project)
+    before = snapshot(project)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flows", "run", "--override", "train.epochs=30"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: training(project), "the flow trains", run)
+        assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 30
+        run.send_signal(signal.SIGTERM)
+        output, _ = run.communicate(timeout=WAIT_S)
+    finally:
+        run.kill()
+    assert run.returncode != 0, output
+    assert snapshot(project) == before, output  # params.yaml, dvc.lock, model and reports as they were
+    assert stage_processes(project) == []
+    assert locked_paths(project, "write") == []
+
+
+# -- isolated runs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_an_isolated_run_leaves_the_checkout_untouched_and_is_an_experiment_to_apply(
+    project: Path, prefect_api: str
+) -> None:
+    dvc("repro", cwd=project)
+    commit_all(project, "a run of the pipeline")
+    before = snapshot(project)
+
+    state = run_flow(project, isolated=True, overrides={"train.epochs": 2})
+    assert state.is_completed(), state.message
+    result = state.result()
+    # The commit's data and split come from the shared cache; only what the override touches runs.
+    assert result["stages"] == {
+        "ingest": "skipped",
+        "preprocess": "skipped",
+        "train": "ran",
+        "evaluate": "ran",
+    }
+    assert snapshot(project) == before
+    assert run_git_status(project) == ""
+    assert list((project / RUNS_DIR).iterdir()) == []  # the workspace is gone
+
+    experiment = experiments(project)[result["experiment"]]
+    assert experiment["params"]["train"]["epochs"] == 2
+    dvc("exp", "apply", result["experiment"], cwd=project)
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 2
+    assert json.loads(Paths(project).metrics_json.read_text()) == experiment["metrics"]
+    assert history_epochs(project) == locked_epochs(project) == 2
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}  # model and data came too
+    assert f"dvc plots diff HEAD {result['experiment']}" in artifact(state, PLOTS_ARTIFACT)
+
+
+@pytest.mark.integration
+def test_a_failed_isolated_run_removes_its_workspace_unless_asked_to_keep_it(
+    project: Path, prefect_api: str
+) -> None:
+    dvc("repro", cwd=project)
+    commit_all(project, "a run of the pipeline")
+    before = snapshot(project)
+    failing = {"preprocess.test_size": 0.999}  # valid, but leaves no training set
+
+    state = run_flow(project, isolated=True, overrides=failing)
+    assert state.is_failed() and "stage 'preprocess' failed" in state.message
+    assert list((project / RUNS_DIR).iterdir()) == []
+
+    state = run_flow(project, isolated=True, overrides=failing, keep_workspace=True)
+    assert state.is_failed()
+    (kept,) = (project / RUNS_DIR).iterdir()
+    assert f"its workspace is kept for debugging: {kept}" in log_messages(state)
+    assert yaml.safe_load((kept / "params.yaml").read_text())["preprocess"]["test_size"] == 0.999
+    # The data was linked from the project's cache (a second name of the cached file), not copied.
+    raw = kept / "data/raw/train-images-idx3-ubyte"
+    assert raw.is_symlink() or raw.stat().st_nlink > 1
+    assert snapshot(project) == before
+    assert experiments(project) == {}
+
+
+def run_git_status(project: Path) -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.mark.integration
+def test_an_isolated_run_of_an_unknown_revision_fails_before_any_work(
+    project: Path, prefect_api: str
+) -> None:
+    state = run_flow(project, isolated=True, rev="no-such-branch")
+    assert state.is_failed()
+    assert "'no-such-branch' is not a commit" in state.message
+    assert not (project / RUNS_DIR).exists()
 
 
 # -- the flow's helpers -------------------------------------------------------------------------------
+
+
+def test_stage_order_comes_from_dvc_yaml(project: Path) -> None:
+    assert pipeline_stages(project) == list(STAGES)
 
 
 def test_metrics_table_shows_previous_current_and_change() -> None:
@@ -203,7 +423,7 @@ def test_metrics_table_shows_previous_current_and_change() -> None:
 
 
 def test_write_params_edits_only_the_changed_values(tmp_path: Path) -> None:
-    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    repo_params = REPO_ROOT / "params.yaml"
     target = tmp_path / "params.yaml"
     target.write_text(repo_params.read_text())
     assert write_params(target, read_raw_params(target)) == []
@@ -219,16 +439,14 @@ def test_write_params_edits_only_the_changed_values(tmp_path: Path) -> None:
     assert "# null = the optimizer's Keras default" in edited[0][1]  # the line keeps its comment
 
 
-def test_failure_message_names_the_stage_and_quotes_the_errors() -> None:
-    lines = [
-        "Running stage 'train':",
-        "Traceback (most recent call last):",
-        "ValueError: bad shape",
-        "ERROR: failed to reproduce 'train': failed to run: python -m pipeline train, exited with 1",
-    ]
-    message = failure_message("stage 'train'", 255, lines)
-    assert message.startswith("stage 'train' failed (exit code 255): ValueError: bad shape | ERROR: failed")
-    assert failure_message("dvc exp save", 1, ["killed"]) == "dvc exp save failed (exit code 1): killed"
+def test_a_params_file_means_overrides_of_the_keys_it_holds(tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("train:\n  epochs: 7\n  model:\n    hidden_units: [8, 4]\n")
+    assert overrides_from(other, []) == {"train.epochs": 7, "train.model.hidden_units": [8, 4]}
+    assert overrides_from(other, [("train.epochs", "9")])["train.epochs"] == "9"  # --override wins
+    other.write_text("train:\n  epochz: 7\n")
+    with pytest.raises(ParamsError, match=r"other\.yaml: unknown param 'train\.epochz'"):
+        overrides_from(other, [])
 
 
 @pytest.mark.parametrize(

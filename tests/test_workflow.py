@@ -58,16 +58,25 @@ def test_checks_out_history_and_installs_the_project(steps: list[dict[str, Any]]
             assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", step["uses"]), f"pin actions: {step['uses']}"
 
 
-def test_configures_the_remote_from_secrets_then_pulls_or_reproduces(
+def test_pulls_from_the_projects_dvc_remote_then_reproduces_the_rest(
     workflow: dict[str, Any], steps: list[dict[str, Any]]
 ) -> None:
     (job,) = workflow["jobs"].values()
-    assert job["env"]["DVC_REMOTE_URL"] == "${{ secrets.DVC_REMOTE_URL }}"
-    remote = step_running(steps, "dvc remote add")
-    assert "--local" in remote["run"] and "DVC_REMOTE_URL" in remote["run"]
     pull = step_running(steps, "dvc pull")
-    assert "dvc repro" in pull["run"]
-    assert steps.index(remote) < steps.index(pull)
+    assert "dvc remote default" in pull["run"]  # the remote `dvc remote add -d` committed
+    assert "dvc remote add --local" in pull["run"] and "DVC_REMOTE_URL" in pull["run"]  # or the secret's
+    # Only the pull step sees the storage secrets; the steps running the PR's pipeline do not.
+    secrets = {name for name, value in pull["env"].items() if "secrets." in value}
+    assert secrets == {
+        "DVC_REMOTE_URL",
+        "DVC_REMOTE_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+    assert not any("secrets." in value for value in job["env"].values())
+    repro = step_running(steps, "dvc repro")
+    assert "secrets." not in str(repro.get("env", {}))
+    assert steps.index(pull) < steps.index(repro)
 
 
 def test_writes_the_report_against_the_base_and_posts_it(

@@ -1,0 +1,245 @@
+"""Reproduce one DVC stage of a workspace, with its log filed under the stage's Prefect task.
+
+Decision: DVC's Python API in the flow's process, not a ``dvc repro`` process per stage.
+
+- **One lock.** The run holds DVC's lock on the project (:func:`flows.workspace.locked`); DVC lets the
+  stages reproduced from the lock owner's process through and keeps every other process out. A
+  ``dvc repro`` child would be a stranger to that lock.
+- **Isolation stays where it matters.** DVC still runs each stage's command (``python -m pipeline
+  train``) in a process of its own, so TensorFlow never loads into the flow, and a crash in a stage
+  cannot take the flow down.
+- **Facts, not scraped text.** The stage order comes from DVC's graph of ``dvc.yaml``, the reason a
+  stage runs from DVC's status, what ran from DVC's return value; a no-op run starts no process.
+- **Logs with their levels.** DVC's own messages arrive through its logger; the stage command's
+  records through a Unix socket (:mod:`pipeline.logs`).
+
+In the user's checkout, a stage's previous outputs are hard-linked aside before it runs and put back
+if it fails (the stages write through temporary files renamed into place, so the old inodes stay
+intact); an isolated workspace is thrown away instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import psutil
+from dvc.env import DVC_ROOT
+from dvc.exceptions import DvcException
+
+from flows.workspace import Logger, open_repo
+from pipeline import logs
+
+BACKUP_DIR = Path(".dvc") / "tmp" / "fashion-pipeline" / "previous-outputs"
+RAN, SKIPPED, CACHED = "ran", "skipped", "cached"
+_RUN_CACHE_HIT = "is cached - skipping run"
+_STOP_WAIT_S = 10
+
+
+class StageFailed(RuntimeError):
+    """A stage's command failed; the message names the stage and quotes its error lines."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What DVC did with a stage: ``ran``, ``skipped`` (unchanged) or ``cached`` (DVC's run cache)."""
+
+    stage: str
+    outcome: str
+    reason: str
+
+
+def pipeline_stages(root: Path) -> list[str]:
+    """The stages of ``root``'s ``dvc.yaml`` in an order that runs each after its dependencies."""
+    with open_repo(root) as repo:
+        written = [stage for stage in repo.index.stages if stage.path_in_repo == "dvc.yaml"]
+        position = {stage: index for index, stage in enumerate(written)}
+        # DVC's graph points from a stage to the stages it depends on.
+        graph = repo.index.graph.subgraph(written).reverse()
+        ordered = nx.lexicographical_topological_sort(graph, key=position.__getitem__)
+        return [stage.name for stage in ordered]
+
+
+def reproduce(root: Path, stage: str, log: Logger, *, keep_previous: bool) -> StageResult:
+    """``dvc repro --single-item <stage>`` in ``root``, logging to ``log``.
+
+    ``keep_previous``: put the previous outputs back if the stage fails (for the user's checkout).
+    """
+    with open_repo(root) as repo:
+        target = f"dvc.yaml:{stage}"
+        (dvc_stage,) = repo.stage.collect(target)
+        reason = _why(repo.status(targets=[target]).get(stage, []))
+        if reason and not any(out.hash_info for out in dvc_stage.outs):
+            reason = "dvc.lock has no run of it yet"
+        backups = root / BACKUP_DIR / stage
+        outputs = [Path(out.def_path) for out in dvc_stage.outs if not out.persist]
+        backed_up = bool(reason) and keep_previous
+        if reason:
+            log.info("stage %r runs: %s", stage, reason)
+        if backed_up:
+            _save_outputs(root, outputs, backups)
+        with _dvc_messages(log) as dvc_lines, _stage_records(log) as (env, errors):
+            try:
+                ran = repo.reproduce(target, single_item=True, run_env=env)
+            except BaseException as exc:
+                _stop_stage_processes(repo.root_dir)
+                if backed_up:
+                    _restore_outputs(root, outputs, backups)
+                    log.warning("stage %r failed: its previous outputs are back in place", stage)
+                if isinstance(exc, DvcException):
+                    raise StageFailed(_failure(stage, exc, errors)) from None
+                raise
+            finally:
+                shutil.rmtree(backups, ignore_errors=True)
+    if not ran:
+        return StageResult(stage, SKIPPED, "unchanged: its code, data and params match dvc.lock")
+    if any(_RUN_CACHE_HIT in line for line in dvc_lines):
+        return StageResult(stage, CACHED, f"restored from DVC's run cache ({reason})")
+    return StageResult(stage, RAN, reason)
+
+
+def _why(changes: list) -> str:
+    """DVC's status of a stage in one line: ``params.yaml (train modified); models/best-model.h5 deleted``."""
+    parts = []
+    for change in changes:
+        if isinstance(change, str):
+            parts.append(change)  # "changed command", "always changed"
+            continue
+        for kind, entries in change.items():
+            if not isinstance(entries, dict):
+                parts.append(kind)
+                continue
+            for path, status in entries.items():
+                if isinstance(status, dict):
+                    keys = ", ".join(f"{key} {value}" for key, value in status.items())
+                    parts.append(f"{path} ({keys})")
+                else:
+                    parts.append(f"{path} {status}")
+    return "; ".join(parts)
+
+
+def _failure(stage: str, exc: DvcException, errors: list[str]) -> str:
+    cause = exc.__cause__ or exc
+    detail = " | ".join([*errors, str(cause)])
+    return f"stage '{stage}' failed: {detail}"
+
+
+@contextlib.contextmanager
+def _dvc_messages(log: Logger) -> Iterator[list[str]]:
+    """File DVC's own log records under ``log`` instead of its console handlers; yield their text."""
+    dvc_logger = logging.getLogger("dvc")
+    saved = dvc_logger.handlers[:], dvc_logger.propagate
+    lines: list[str] = []
+
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage().strip()
+            if message:
+                lines.append(message)
+                log.log(record.levelno, "%s", message)
+
+    dvc_logger.handlers, dvc_logger.propagate = [Forward(logging.INFO)], False
+    try:
+        yield lines
+    finally:
+        dvc_logger.handlers, dvc_logger.propagate = saved
+
+
+@contextlib.contextmanager
+def _stage_records(log: Logger) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """A Unix socket the stage command logs to (:mod:`pipeline.logs`): its env, and its error lines."""
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="fashion-logs-") as directory:
+        path = os.path.join(directory, "stage.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen()
+
+        def relay(connection: socket.socket) -> None:
+            with connection, connection.makefile("rb") as lines:
+                for line in lines:
+                    record = logs.decode(line)
+                    if record.level >= logging.ERROR:
+                        errors.append(record.message.splitlines()[0])  # not the traceback
+                    log.log(record.level, "%s: %s", record.name, record.message)
+
+        def accept() -> None:
+            relays = []
+            while True:
+                try:
+                    connection, _ = server.accept()
+                except OSError:  # closed: the stage is over
+                    break
+                relays.append(threading.Thread(target=relay, args=(connection,), daemon=True))
+                relays[-1].start()
+            for thread in relays:
+                thread.join(timeout=_STOP_WAIT_S)
+
+        acceptor = threading.Thread(target=accept, name="stage-log-relay", daemon=True)
+        acceptor.start()
+        try:
+            yield {logs.LOG_SOCKET_ENV: path}, errors
+        finally:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes accept(), which close() alone would not
+            server.close()
+            acceptor.join(timeout=_STOP_WAIT_S)
+
+
+def _stop_stage_processes(root: str) -> None:
+    """Stop the stage commands DVC started for ``root`` from this process (interrupted or timed out)."""
+    children = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.environ().get(DVC_ROOT) == root:
+                children.append(child)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=_STOP_WAIT_S)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def _save_outputs(root: Path, outputs: list[Path], backups: Path) -> None:
+    """Hard-link each existing output under ``backups`` (copying across file systems)."""
+    shutil.rmtree(backups, ignore_errors=True)
+    for output in outputs:
+        source, target = root / output, backups / output
+        if source.is_dir():
+            shutil.copytree(source, target, copy_function=_link_or_copy)
+        elif source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(source, target)
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _restore_outputs(root: Path, outputs: list[Path], backups: Path) -> None:
+    """Put each saved output back in place of whatever the failed run left."""
+    for output in outputs:
+        saved = backups / output
+        if not saved.exists():
+            continue
+        current = root / output
+        if current.is_dir() and not current.is_symlink():
+            shutil.rmtree(current)
+        else:
+            current.unlink(missing_ok=True)
+        current.parent.mkdir(parents=True, exist_ok=True)
+        saved.replace(current)
