@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("pipeline", "dvc.yaml", "params.yaml", ".dvcignore")
+from scratch import REPO_ROOT, scratch_project
 
 
 @dataclass(frozen=True)
@@ -56,19 +53,6 @@ RUNS = (
         0.8863,
     ),
 )
-
-
-def scratch_project(directory: Path) -> Path:
-    """Copy the project's pipeline into a fresh git + DVC repository."""
-    for name in PROJECT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, directory / name)
-    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(command, cwd=directory, check=True)
-    return directory
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

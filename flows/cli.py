@@ -1,7 +1,8 @@
-"""Run the pipeline flow once, or serve it on a cron without a work pool (``python -m flows``).
+"""Run the pipeline flow once, sweep params on Dask, or serve the flow on a cron (``python -m flows``).
 
 python -m flows run --override train.epochs=3             # in the checkout, like dvc exp run -S
 python -m flows run --isolated --override train.epochs=3  # in a workspace of its own; checkout untouched
+python -m flows sweep -S train.epochs=10,20 --workers 2   # every combination, as isolated trials on Dask
 python -m flows serve --cron "0 2 * * *"                  # isolated runs of the current branch, on a schedule
 """
 
@@ -14,18 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.params_update import key_value
 from pipeline.errors import PipelineError
 from pipeline.params import leaf_values, read_raw_params
 
 DEFAULT_CRON = "0 2 * * *"
 
 
-def key_value(text: str) -> tuple[str, str]:
-    """``train.epochs=3`` -> ``("train.epochs", "3")``; the flow parses the value as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key.strip(), value.strip()
+def override_argument(text: str) -> tuple[str, str]:
+    try:
+        return key_value(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def overrides_from(params_file: Path | None, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", parents=[common], help="run the flow once, now")
     run.add_argument(
         "--override",
-        type=key_value,
+        type=override_argument,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -74,6 +75,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep-workspace", action="store_true", help="keep a failed isolated run's workspace for debugging"
     )
     run.add_argument("--no-push", action="store_true", help="do not push data and experiment to the remotes")
+    sweep = commands.add_parser(
+        "sweep", parents=[common], help="run every combination of params as isolated trials on Dask"
+    )
+    sweep.add_argument(
+        "-S",
+        "--set-param",
+        dest="grid",
+        action="append",
+        required=True,
+        metavar="KEY=VALUES",
+        help="as for dvc exp run --queue -S: train.epochs=10,20, 'train.optimizer=choice(adam,sgd)', "
+        "train.seed=range(1,4) (repeatable; every combination is a trial)",
+    )
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, help="local Dask worker processes (default: what the cores and memory allow)"
+    )
+    where.add_argument("--dask-address", metavar="ADDRESS", help="a running Dask scheduler, tcp://host:8786")
+    where.add_argument(
+        "--in-process", action="store_true", help="no Dask: the trials one after another in this process"
+    )
+    sweep.add_argument("--rev", help="the commit, branch or tag every trial starts from (default: HEAD)")
+    sweep.add_argument(
+        "--source",
+        metavar="GIT_URL",
+        help="workers clone from this git remote and use the commit's DVC remote, not this checkout",
+    )
+    sweep.add_argument(
+        "--apply-best", action="store_true", help="dvc exp apply the best trial to the checkout"
+    )
     serve = commands.add_parser(
         "serve", parents=[common], help="serve isolated runs of a branch on a schedule until stopped"
     )
@@ -97,6 +128,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from flows.pipeline_flow import fashion_pipeline  # Prefect's import takes seconds: after the checks
 
+    if args.command == "sweep":
+        from flows.sweep_flow import fashion_sweep
+
+        state = fashion_sweep(
+            grid=args.grid,
+            workers=args.workers,
+            dask_address=args.dask_address,
+            in_process=args.in_process,
+            rev=args.rev,
+            source=args.source,
+            apply_best=args.apply_best,
+            project_dir=str(project),
+            return_state=True,
+        )
+        return 0 if state.is_completed() else 1
     if args.command == "serve":
         parameters = {
             "isolated": True,

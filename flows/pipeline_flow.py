@@ -22,9 +22,10 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -84,29 +85,67 @@ def fashion_pipeline(
         logger.warning("uncommitted changes are not part of this isolated run: %s", ", ".join(uncommitted))
 
     with run_workspace(project, commit, keep_workspace) as root:
+        if not isolated and recover_killed_run(root):
+            requested = requested_params(project, commit, overrides)  # from the params put back
         paths = Paths(root)
         previous = reports.read_metrics(paths.metrics_json)
-        # An isolated workspace is thrown away, or kept for debugging with the params that failed.
-        with params_update.applied(
-            root / DEFAULT_PARAMS_PATH, requested, restore_on_failure=not isolated
-        ) as changed:
-            if changed:
-                logger.info("params.yaml: new values for %s", ", ".join(changed))
-            outcomes = {
-                name: run_stage(root, name, keep_previous=not isolated)
-                for name in stage.pipeline_stages(root)
-            }
-            experiment = None
-            if changed or set(outcomes.values()) != {stage.SKIPPED}:
-                experiment = workspace.record_experiment(root, f"Prefect flow run {flow_run.name}")
-                logger.info(
-                    "recorded as DVC experiment %s (dvc exp show; dvc exp apply %s)", experiment, experiment
-                )
+        outcomes, experiment, _ = reproduce_in(root, requested, in_checkout=not isolated)
         if push:
             workspace.push_results(root, experiment, git_remotes(project, isolated), logger)
         publish_artifacts(paths, previous, experiment, isolated)
     logger.info("stages: %s", ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()))
     return {"stages": outcomes, "experiment": experiment, "commit": commit}
+
+
+class Reproduced(NamedTuple):
+    outcomes: dict[str, str]  # stage -> ran, skipped or cached
+    experiment: str | None  # the DVC experiment that records the run, if anything changed
+    seconds: dict[str, float]  # stage -> wall time of its task
+
+
+def reproduce_in(
+    root: Path,
+    requested: dict[str, Any],
+    *,
+    in_checkout: bool,
+    stages: Sequence[str] | None = None,
+    record: Literal["if changed", "always", "never"] = "if changed",
+) -> Reproduced:
+    """Write ``requested`` into ``root``'s params, run ``stages`` (default: all) as tasks, and record
+    the result as a DVC experiment (by default, if anything changed).
+
+    ``in_checkout``: ``root`` is the user's checkout, so a failure puts params and outputs back; an
+    isolated workspace is thrown away, or kept for debugging with the params that failed.
+    """
+    logger = get_run_logger()
+    with params_update.applied(root, requested, restore_on_failure=in_checkout) as changed:
+        if changed:
+            logger.info("params.yaml: new values for %s", ", ".join(changed))
+        outcomes, seconds = {}, {}
+        for name in stage.pipeline_stages(root) if stages is None else stages:
+            started = time.monotonic()
+            outcomes[name] = run_stage(root, name, keep_previous=in_checkout)
+            seconds[name] = time.monotonic() - started
+        experiment = None
+        anything_changed = bool(changed) or set(outcomes.values()) != {stage.SKIPPED}
+        if record == "always" or (record == "if changed" and anything_changed):
+            experiment = workspace.record_experiment(root, f"Prefect flow run {flow_run.name}")
+            logger.info(
+                "recorded as DVC experiment %s (dvc exp show; dvc exp apply %s)", experiment, experiment
+            )
+    return Reproduced(outcomes, experiment, seconds)
+
+
+def recover_killed_run(root: Path) -> bool:
+    """Put back what a run in the checkout killed outright (SIGKILL) left: params and a stage's outputs."""
+    logger = get_run_logger()
+    stages = stage.recover_outputs(root)
+    if stages:
+        logger.warning("a run killed during stage %s left its outputs deleted: put back", ", ".join(stages))
+    if params_update.recover(root):
+        logger.warning("a run killed earlier left its overrides in params.yaml: put back")
+        return True
+    return False
 
 
 def requested_params(project: Path, commit: str | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,7 +169,7 @@ def run_workspace(project: Path, commit: str | None, keep_on_failure: bool) -> I
         return
     name = flow_run.name or "run"
     with workspace.isolated(
-        project, commit, name=name, keep_on_failure=keep_on_failure, log=get_run_logger()
+        project, commit, name=name, keep_on_failure=keep_on_failure, log=get_run_logger(), share_with=project
     ) as root:
         yield root
 
@@ -147,7 +186,7 @@ def git_remotes(project: Path, isolated: bool) -> list[str]:
     """Where the experiment goes: the project itself (for an isolated run), and its ``origin``."""
     origin = workspace.git_remote_url(project)
     if isolated:
-        return ["origin", *([origin] if origin else [])]  # the clone's origin is the project
+        return [str(project), *([origin] if origin else [])]
     return ["origin"] if origin else []
 
 

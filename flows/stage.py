@@ -27,14 +27,17 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
 import psutil
+from dvc.dependency.param import ParamsDependency
 from dvc.env import DVC_ROOT
 from dvc.exceptions import DvcException
+from dvc.repo import Repo
+from dvc.stage import PipelineStage
 
 from flows.workspace import Logger, open_repo
 from pipeline import logs
@@ -61,12 +64,31 @@ class StageResult:
 def pipeline_stages(root: Path) -> list[str]:
     """The stages of ``root``'s ``dvc.yaml`` in an order that runs each after its dependencies."""
     with open_repo(root) as repo:
-        written = [stage for stage in repo.index.stages if stage.path_in_repo == "dvc.yaml"]
-        position = {stage: index for index, stage in enumerate(written)}
-        # DVC's graph points from a stage to the stages it depends on.
-        graph = repo.index.graph.subgraph(written).reverse()
-        ordered = nx.lexicographical_topological_sort(graph, key=position.__getitem__)
-        return [stage.name for stage in ordered]
+        return [stage.name for stage in _ordered(repo)]
+
+
+def stages_independent_of(root: Path, keys: Iterable[str]) -> list[str]:
+    """The stages, in pipeline order, that no param in ``keys`` (``train.epochs``) reaches, directly
+    or through a stage they depend on: what every variant of those params shares."""
+    keys = list(keys)
+    with open_repo(root) as repo:
+        reached: set[PipelineStage] = set()
+        for dvc_stage in _ordered(repo):
+            params = [
+                param for dep in dvc_stage.deps if isinstance(dep, ParamsDependency) for param in dep.params
+            ]
+            touched = any(key == param or key.startswith(f"{param}.") for key in keys for param in params)
+            if touched or any(upstream in reached for upstream in repo.index.graph.successors(dvc_stage)):
+                reached.add(dvc_stage)
+        return [dvc_stage.name for dvc_stage in _ordered(repo) if dvc_stage not in reached]
+
+
+def _ordered(repo: Repo) -> list[PipelineStage]:
+    written = [stage for stage in repo.index.stages if stage.path_in_repo == "dvc.yaml"]
+    position = {stage: index for index, stage in enumerate(written)}
+    # DVC's graph points from a stage to the stages it depends on.
+    graph = repo.index.graph.subgraph(written).reverse()
+    return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
 
 
 def reproduce(root: Path, stage: str, log: Logger, *, keep_previous: bool) -> StageResult:
@@ -91,7 +113,8 @@ def reproduce(root: Path, stage: str, log: Logger, *, keep_previous: bool) -> St
             try:
                 ran = repo.reproduce(target, single_item=True, run_env=env)
             except BaseException as exc:
-                _stop_stage_processes(repo.root_dir)
+                # Interrupted or timed out: the stage's command must not run on unseen.
+                stop_stage_processes(lambda running_in: running_in == Path(repo.root_dir))
                 if backed_up:
                     _restore_outputs(root, outputs, backups)
                     log.warning("stage %r failed: its previous outputs are back in place", stage)
@@ -195,20 +218,41 @@ def _stage_records(log: Logger) -> Iterator[tuple[dict[str, str], list[str]]]:
             acceptor.join(timeout=_STOP_WAIT_S)
 
 
-def _stop_stage_processes(root: str) -> None:
-    """Stop the stage commands DVC started for ``root`` from this process (interrupted or timed out)."""
-    children = []
-    for child in psutil.Process().children(recursive=True):
+def stop_stage_processes(selected: Callable[[Path], bool]) -> None:
+    """Stop the stage commands DVC runs in the workspaces ``selected`` picks (by their ``DVC_ROOT``)."""
+    found = []
+    for process in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if child.environ().get(DVC_ROOT) == root:
-                children.append(child)
-    for child in children:
+            root = process.environ().get(DVC_ROOT)
+            if root and selected(Path(root)):
+                found.append(process)
+    for process in found:
         with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=_STOP_WAIT_S)
-    for child in alive:
+            process.terminate()
+    _, alive = psutil.wait_procs(found, timeout=_STOP_WAIT_S)
+    for process in alive:
         with contextlib.suppress(psutil.Error):
-            child.kill()
+            process.kill()
+
+
+def recover_outputs(root: Path) -> list[str]:
+    """Put back the outputs that a run killed outright in the middle of a stage had saved aside.
+
+    Such a run left the stage's outputs deleted (DVC removes them before the command) and
+    ``dvc.lock`` unchanged; the saved outputs are the ones ``dvc.lock`` records. Returns the stages.
+    """
+    folder = root / BACKUP_DIR
+    recovered = []
+    with open_repo(root) as repo:
+        for backups in sorted(folder.iterdir()) if folder.is_dir() else []:
+            with contextlib.suppress(DvcException):  # a stage no longer in dvc.yaml: nothing to restore
+                (dvc_stage,) = repo.stage.collect(f"dvc.yaml:{backups.name}")
+                _restore_outputs(
+                    root, [Path(out.def_path) for out in dvc_stage.outs if not out.persist], backups
+                )
+                recovered.append(backups.name)
+            shutil.rmtree(backups, ignore_errors=True)
+    return recovered
 
 
 def _save_outputs(root: Path, outputs: list[Path], backups: Path) -> None:

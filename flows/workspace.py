@@ -107,20 +107,37 @@ def uncommitted_changes(project: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def isolated(project: Path, commit: str, *, name: str, keep_on_failure: bool, log: Logger) -> Iterator[Path]:
-    """A fresh clone of ``commit`` sharing ``project``'s DVC cache and config; removed afterwards.
+def isolated(
+    source: str | Path,
+    commit: str,
+    *,
+    name: str,
+    keep_on_failure: bool,
+    log: Logger,
+    share_with: Path | None = None,
+    start_lock: str | None = None,
+) -> Iterator[Path]:
+    """A fresh clone of ``commit`` from ``source`` (a project's path or a git URL); removed afterwards.
 
-    On failure it is kept only when ``keep_on_failure`` asks, for debugging.
+    ``share_with``: the project on this machine whose DVC cache and local config the workspace uses;
+    the workspace goes under its ``.dvc/tmp/fashion-runs/``. Without it the workspace is
+    self-contained, under the system's temp dir, and gets its data from the DVC remote that the
+    commit configures. ``start_lock``: a ``dvc.lock`` to start from instead of the commit's (the
+    stages a sweep ran once for all its trials). On failure the workspace is kept only when
+    ``keep_on_failure`` asks, for debugging.
     """
-    parent = project / RUNS_DIR
+    parent = runs_dir(share_with)
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
     try:
-        _git("clone", "--quiet", "--no-checkout", str(project), str(root), cwd=parent)
+        _git("clone", "--quiet", "--no-checkout", str(source), str(root), cwd=parent)
         _git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit, cwd=root)
-        _share_dvc_setup(project, root)
+        if share_with:
+            _share_dvc_setup(share_with, root)
+        if start_lock is not None:
+            (root / "dvc.lock").write_text(start_lock)
         _check_out_outputs(root, log)
-        log.info("isolated workspace %s: commit %s of %s", root, commit[:7], project)
+        log.info("isolated workspace %s: commit %s of %s", root, commit[:7], source)
         with locked(root):
             yield root
     except BaseException:
@@ -130,6 +147,11 @@ def isolated(project: Path, commit: str, *, name: str, keep_on_failure: bool, lo
             _remove(root)
         raise
     _remove(root)
+
+
+def runs_dir(project: Path | None) -> Path:
+    """Where isolated workspaces go: under the project they share a cache with, else the temp dir."""
+    return project / RUNS_DIR if project else Path(tempfile.gettempdir()) / "fashion-runs"
 
 
 def record_experiment(root: Path, message: str) -> str:
@@ -147,13 +169,26 @@ def record_experiment(root: Path, message: str) -> str:
         return repo.experiments.get_exact_name([commit])[commit]
 
 
+def save_run_cache(root: Path, stages: Sequence[str]) -> None:
+    """Enter ``stages`` in DVC's run cache, as ``dvc commit`` does.
+
+    DVC leaves a stage that has ``cache: false`` outputs (our reports) out of the run cache when it
+    runs it; with the entry, another workspace restores such a stage instead of running it again.
+    """
+    with open_repo(root) as repo:
+        for stage in stages:
+            repo.commit(f"dvc.yaml:{stage}", force=True, relink=False)
+
+
 def push_results(root: Path, experiment: str | None, git_remotes: Sequence[str], log: Logger) -> None:
     """``dvc push`` to the default DVC remote, if any; ``dvc exp push`` of ``experiment`` to git."""
     with open_repo(root) as repo:
         remote = repo.config["core"].get("remote")
         try:
             if remote:
-                pushed = repo.push()
+                # The run cache too: a workspace without this cache restores from it what git
+                # does not carry (a stage's cache: false outputs) instead of running the stage.
+                pushed = repo.push(run_cache=True)
                 log.info("dvc push: %d new file(s) to DVC remote %r", pushed, remote)
             for git_remote in git_remotes if experiment else ():
                 repo.experiments.push(git_remote, exp_names=[experiment])
@@ -193,7 +228,7 @@ def _check_out_outputs(root: Path, log: Logger) -> None:
                 log.info("outputs not in the DVC cache will be reproduced: %s", exc)
                 return
             try:
-                repo.pull(allow_missing=True)
+                repo.pull(allow_missing=True, run_cache=True)
             except DvcException as pull_exc:
                 log.warning("dvc pull failed, so missing outputs will be reproduced: %s", pull_exc)
 

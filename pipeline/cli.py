@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,7 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    logs.configure()
+    try:
+        logs.configure()
+    except logs.FlowGone as exc:
+        log.error("%s not run: %s", args.command, exc)
+        return 1
+    # SIGTERM (a cancelled run, `kill`) unwinds like Ctrl-C, so temporary files go and outputs stay whole.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         params = load_params(args.params)
         if args.command == "report":
@@ -92,4 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen failure: the traceback, and its gist on line one
         log.error("%s failed: %s: %s", args.command, type(exc).__name__, exc, exc_info=True)
         return 1
+    except KeyboardInterrupt:
+        log.error("%s interrupted before it finished; nothing it wrote is left half-written", args.command)
+        return 130
     return 0

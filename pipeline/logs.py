@@ -4,15 +4,24 @@
 so a stage's process cannot hand its records to the flow's logger directly: when
 ``FASHION_PIPELINE_LOG_SOCKET`` names a Unix socket, each record goes there instead, as one JSON line
 (level, logger name, message), and the flow files it under the stage's task with its real level.
+
+The connection is also the stage's lifeline: when the flow's end closes (the flow was killed, or
+its worker lost), nobody is left to record the stage's result, so the stage stops itself as if
+interrupted (SIGTERM), removing its temporary files, instead of training on unseen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 from typing import NamedTuple
+
+from pipeline.errors import PipelineError
 
 LOG_SOCKET_ENV = "FASHION_PIPELINE_LOG_SOCKET"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -26,19 +35,24 @@ class Line(NamedTuple):
     message: str
 
 
+class FlowGone(PipelineError):
+    """The flow that started this stage no longer listens: nobody would record its result."""
+
+
 def configure() -> None:
-    """Send the stage's records to the flow's socket when one is named, else to stderr."""
+    """Send the stage's records to the flow's socket when one is named, else to stderr.
+
+    Raises :class:`FlowGone` (with stderr set up to say so) when the named socket does not answer.
+    """
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) hides the stage's own log lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    handler: logging.Handler | None = None
-    if path := os.environ.get(LOG_SOCKET_ENV):
-        try:
-            handler = SocketLinesHandler(path)
-        except OSError:
-            handler = None  # the flow is gone or never listened: stderr still reaches a person
-    logging.basicConfig(
-        level=logging.INFO, format=FORMAT, handlers=[handler or logging.StreamHandler()], force=True
-    )
+    path = os.environ.get(LOG_SOCKET_ENV)
+    try:
+        handler = SocketLinesHandler(path) if path else logging.StreamHandler()
+    except OSError as exc:
+        logging.basicConfig(level=logging.INFO, format=FORMAT, force=True)
+        raise FlowGone(f"the flow run that started this stage is gone ({path}: {exc.strerror})") from None
+    logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=[handler], force=True)
 
 
 def encode(record: logging.LogRecord, message: str) -> bytes:
@@ -68,6 +82,7 @@ class SocketLinesHandler(logging.Handler):
         except OSError:
             self.socket.close()
             raise
+        threading.Thread(target=self._stop_when_the_flow_is_gone, name="flow-lifeline", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -75,8 +90,17 @@ class SocketLinesHandler(logging.Handler):
             if record.exc_info:
                 message = f"{message}\n{_TRACEBACKS.formatException(record.exc_info)}"
             self.socket.sendall(encode(record, message))
+        except OSError:
+            pass  # the flow is gone: the lifeline stops the stage
         except Exception:  # noqa: BLE001  (logging must never raise into the stage)
             self.handleError(record)
+
+    def _stop_when_the_flow_is_gone(self) -> None:
+        """The flow never writes: the read returns only when its end closes."""
+        with contextlib.suppress(OSError):
+            while self.socket.recv(1):
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def close(self) -> None:
         self.socket.close()

@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 POOL = "fashion-pipeline"
 DEPLOYMENT = "fashion-pipeline/nightly"
+SWEEP_DEPLOYMENT = "fashion-sweep/sweep"
 SERVER_START_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 300
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -138,6 +139,9 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
     prefect_server.prefect("work-pool", "create", POOL, "--type", "process", cwd=project)
     deployed = prefect_server.prefect("--no-prompt", "deploy", "--all", cwd=project)
     assert f"Deployment '{DEPLOYMENT}' successfully created" in deployed.stdout, deployed.stdout
+    sweep = prefect_server.api("GET", f"/deployments/name/{SWEEP_DEPLOYMENT}").json()
+    assert sweep["parameters"]["rev"] == "main"
+    assert {"grid", "workers", "dask_address"} <= set(sweep["parameters"])
 
     deployment = prefect_server.api("GET", f"/deployments/name/{DEPLOYMENT}").json()
     assert [schedule["schedule"]["cron"] for schedule in deployment["schedules"]] == ["0 2 * * *"]
@@ -152,8 +156,21 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
     try:
         # Two runs at once: the deployment's concurrency limit makes the second wait for the first.
         plain = trigger(prefect_server, project.parent)
-        override = trigger(prefect_server, project.parent, "--param", 'overrides={"train.epochs": 1}')
+        override = trigger(
+            prefect_server, project.parent, DEPLOYMENT, "--param", 'overrides={"train.epochs": 1}'
+        )
         runs = {run_id: wait_for_final_state(prefect_server, run_id, worker) for run_id in (plain, override)}
+        # The sweep deployment: two trials on a local Dask cluster of two worker processes.
+        sweep_run = trigger(
+            prefect_server,
+            project.parent,
+            SWEEP_DEPLOYMENT,
+            "--param",
+            'grid=["train.epochs=1,2"]',
+            "--param",
+            "workers=2",
+        )
+        swept = wait_for_final_state(prefect_server, sweep_run, worker)
     finally:
         stop_process_group(worker)
 
@@ -179,7 +196,10 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
         for experiment in row.get("experiments") or []
         for revision in experiment["revs"]
     )
-    assert epochs == [1, 3]
+    assert swept["state"]["type"] == "COMPLETED", (
+        f"{swept['state']}\n{prefect_server.log_tail('worker', 120)}"
+    )
+    assert epochs == [1, 1, 2, 3]  # the two runs, then the sweep's two trials
     metrics = prefect_server.api(
         "POST",
         "/artifacts/filter",
@@ -191,9 +211,9 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
     assert len(metrics) == 1 and "| test accuracy |" in metrics[0]["data"]
 
 
-def trigger(server: PrefectServer, cwd: Path, *args: str) -> str:
+def trigger(server: PrefectServer, cwd: Path, deployment: str = DEPLOYMENT, *args: str) -> str:
     """``prefect deployment run``: the new flow run's id."""
-    output = server.prefect("deployment", "run", DEPLOYMENT, *args, cwd=cwd).stdout
+    output = server.prefect("deployment", "run", deployment, *args, cwd=cwd).stdout
     return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
 
 

@@ -34,8 +34,8 @@ from prefect.states import State
 
 from conftest import REPO_ROOT, commit_all, dvc, ran_stages, set_params, snapshot, stage_outputs
 from flows import reports
-from flows.cli import key_value, overrides_from
-from flows.params_update import write_params
+from flows.cli import overrides_from
+from flows.params_update import key_value, write_params
 from flows.pipeline_flow import METRICS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
 from flows.stage import pipeline_stages
 from flows.workspace import RUNS_DIR, locked
@@ -328,6 +328,41 @@ def test_an_interrupted_override_run_puts_params_back_and_stops_its_stage(
     assert snapshot(project) == before, output  # params.yaml, dvc.lock, model and reports as they were
     assert stage_processes(project) == []
     assert locked_paths(project, "write") == []
+
+
+@pytest.mark.integration
+def test_a_killed_run_stops_its_stage_and_the_next_run_puts_back_what_it_left(
+    project: Path, prefect_api: str
+) -> None:
+    """SIGKILL leaves no chance to clean up: the stage stops itself, the next run restores the rest."""
+    dvc("repro", cwd=project)
+    before = snapshot(project)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flows", "run", "--override", "train.epochs=30"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: stage_processes(project), "the train command runs", run)
+    finally:
+        run.kill()
+        run.communicate(timeout=WAIT_S)
+    # The stage lost its flow (the other end of its log connection) and stopped by itself.
+    wait_until(lambda: stage_processes(project) == [], "the orphaned stage stops")
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 30
+    assert not Paths(project).model.exists()  # DVC removed it before training
+
+    state = run_flow(project)
+    assert state.is_completed(), state.message
+    logs = log_messages(state)
+    assert "a run killed during stage train left its outputs deleted: put back" in logs
+    assert "a run killed earlier left its overrides in params.yaml: put back" in logs
+    assert state.result()["stages"] == dict.fromkeys(STAGES, "skipped")  # all as dvc.lock records
+    assert snapshot(project) == before
 
 
 # -- isolated runs ------------------------------------------------------------------------------------

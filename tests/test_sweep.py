@@ -1,0 +1,291 @@
+"""Sweeps: a grid of params as isolated trials, on a real local Dask cluster, recorded as DVC experiments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
+from prefect.states import State
+
+from conftest import commit_all, dvc, run, snapshot
+from flows.sweep_flow import (
+    SWEEP_ARTIFACT,
+    SweepError,
+    default_workers,
+    fashion_sweep,
+    rank,
+    ranking_table,
+    trial_overrides,
+    varied_keys,
+)
+from flows.workspace import RUNS_DIR
+
+GRID_2X2 = ["train.model.hidden_units=[8],[16]", "train.epochs=2,3"]
+
+
+def experiments(project: Path) -> dict[str, dict]:
+    """Each experiment ``dvc exp show`` lists: its params and metrics by name."""
+    rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    found = {}
+    for row in rows:
+        for experiment in row.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                found[revision["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": data["metrics"]["reports/evaluate/metrics.json"]["data"],
+                }
+    return found
+
+
+def stage_task_states(sweep: State, stage: str) -> list[str]:
+    """The final state of every task run of ``stage`` in the sweep's trials subflow."""
+    with get_client(sync_client=True) as client:
+        (trials,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[sweep.state_details.flow_run_id])
+            )
+        )
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[trials.id])),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[stage])),
+        )
+    return sorted(run.state.name for run in runs)
+
+
+def sweep_table(sweep: State) -> list[dict]:
+    with get_client(sync_client=True) as client:
+        (found,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SWEEP_ARTIFACT])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[sweep.state_details.flow_run_id])),
+        )
+    return json.loads(found.data)
+
+
+@pytest.mark.integration
+def test_a_2x2_sweep_on_two_dask_workers_records_four_experiments(project: Path, prefect_api: str) -> None:
+    before = snapshot(project)
+    state = fashion_sweep(grid=GRID_2X2, workers=2, project_dir=str(project), return_state=True)
+    assert state.is_completed(), state.message
+    results = state.result()
+
+    combinations = sorted(
+        (r["overrides"]["train.model.hidden_units"], r["overrides"]["train.epochs"]) for r in results
+    )
+    assert combinations == [("[16]", "2"), ("[16]", "3"), ("[8]", "2"), ("[8]", "3")]
+    accuracies = [r["metrics"]["val"]["accuracy"] for r in results]
+    assert accuracies == sorted(accuracies, reverse=True)  # ranked, best first
+    # Ingest and preprocess ran once, in the shared stages; every trial found them done (or, for
+    # preprocess's reports, which git rather than the DVC cache carries, in DVC's run cache).
+    for result in results:
+        assert result["stages"]["ingest"] == "skipped"
+        assert result["stages"]["preprocess"] in {"skipped", "cached"}
+        assert result["stages"]["train"] in {"ran", "cached"}
+    assert stage_task_states(state, "ingest") == ["Completed"] + ["Skipped"] * 4
+    preprocess = stage_task_states(state, "preprocess")
+    assert preprocess.count("Completed") == 1 and len(preprocess) == 5, preprocess
+
+    recorded = experiments(project)
+    assert sorted(recorded) == sorted(r["experiment"] for r in results)
+    for result in results:
+        experiment = recorded[result["experiment"]]
+        assert experiment["params"]["train"]["epochs"] == int(result["overrides"]["train.epochs"])
+        assert (
+            str(experiment["params"]["train"]["model"]["hidden_units"]).replace(" ", "")
+            == (result["overrides"]["train.model.hidden_units"])
+        )
+        assert experiment["metrics"] == result["metrics"]
+    assert snapshot(project) == before  # the checkout is as it was
+    assert list((project / RUNS_DIR).iterdir()) == []
+
+    table = sweep_table(state)
+    assert [row["experiment"] for row in table] == [r["experiment"] for r in results]
+    assert [row["rank"] for row in table] == [1, 2, 3, 4]
+    assert {"train.model.hidden_units", "train.epochs", "val accuracy", "test accuracy", "train s"} <= set(
+        table[0]
+    )
+
+
+@pytest.mark.integration
+def test_workers_need_only_the_git_remote_and_the_dvc_remote(project: Path, prefect_api: str) -> None:
+    origin = project.parent / "origin.git"
+    run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=project.parent)
+    run("git", "remote", "add", "origin", str(origin), cwd=project)
+    dvc_remote = project.parent / "dvc-remote"
+    dvc("remote", "add", "-d", "storage", str(dvc_remote), cwd=project)
+    commit_all(project, "a DVC remote")
+    run("git", "push", "-q", "origin", "main", cwd=project)
+
+    state = fashion_sweep(
+        grid=["train.epochs=2,3"], workers=2, source=str(origin), project_dir=str(project), return_state=True
+    )
+    assert state.is_completed(), state.message
+    results = state.result()
+    # The trials cloned the bare repository into workspaces of their own, not under the checkout,
+    # with caches of their own: their run history went to the DVC remote, never to this checkout.
+    assert not (project / RUNS_DIR).exists()
+    assert any((dvc_remote / "runs").rglob("*"))
+    assert not (project / ".dvc" / "cache" / "runs").exists()
+    # Their experiments reached the git remote and, with their outputs, were pulled into the project.
+    pushed = run("git", "ls-remote", str(origin), "refs/exps/*", cwd=project).stdout
+    assert len(pushed.splitlines()) == 2
+    assert sorted(experiments(project)) == sorted(r["experiment"] for r in results)
+    dvc("exp", "apply", results[0]["experiment"], cwd=project)
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+
+
+@pytest.mark.integration
+def test_a_failed_trial_fails_only_itself_and_the_best_can_be_applied(
+    project: Path, prefect_api: str
+) -> None:
+    too_big = "[2000000000]"  # a valid value, but the kernel would need 6 TB
+    state = fashion_sweep(
+        grid=[f"train.model.hidden_units=[8],{too_big}"],
+        in_process=True,
+        apply_best=True,
+        project_dir=str(project),
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "1 of 2 trials failed: trial 2 (train.model.hidden_units=[2000000000])" in state.message
+    assert "OOM when allocating tensor" in state.message
+    (recorded,) = experiments(project).values()
+    assert recorded["params"]["train"]["model"]["hidden_units"] == [8]
+    # The best of those that succeeded is applied to the checkout.
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["model"]["hidden_units"] == [8]
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+    assert list((project / RUNS_DIR).iterdir()) == []
+    (failed,) = [row for row in sweep_table(state) if row["status"] != "ok"]
+    assert failed["rank"] == "-" and "OOM" in failed["status"]
+
+
+@pytest.mark.integration
+def test_every_trial_is_validated_before_anything_runs(project: Path, prefect_api: str) -> None:
+    state = fashion_sweep(
+        grid=["train.optimizer=adam,adamw"], in_process=True, project_dir=str(project), return_state=True
+    )
+    assert state.is_failed()
+    assert "trial 2: invalid params: train.optimizer" in state.message
+    assert not (project / RUNS_DIR).exists()
+    assert experiments(project) == {}
+
+
+# -- the grid and the ranking -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("grid", "expected"),
+    [
+        (["train.epochs=10,20"], [{"train.epochs": "10"}, {"train.epochs": "20"}]),
+        (
+            ["train.model.hidden_units=[100],[256,128]", "train.optimizer=choice(adam,sgd)"],
+            [
+                {"train.model.hidden_units": "[100]", "train.optimizer": "adam"},
+                {"train.model.hidden_units": "[100]", "train.optimizer": "sgd"},
+                {"train.model.hidden_units": "[256,128]", "train.optimizer": "adam"},
+                {"train.model.hidden_units": "[256,128]", "train.optimizer": "sgd"},
+            ],
+        ),
+        (["train.seed=range(1,4)"], [{"train.seed": "1"}, {"train.seed": "2"}, {"train.seed": "3"}]),
+        (["train.epochs=5"], [{"train.epochs": "5"}]),
+    ],
+)
+def test_the_grid_uses_dvcs_sweep_grammar(grid: list[str], expected: list[dict[str, str]]) -> None:
+    assert trial_overrides(grid) == expected
+
+
+def test_a_malformed_grid_is_one_clear_error() -> None:
+    with pytest.raises(SweepError, match=r"not a sweep DVC understands \(train.epochs=choice\(1,\)"):
+        trial_overrides(["train.epochs=choice(1,"])
+
+
+def test_trials_rank_by_validation_accuracy_and_failures_come_last() -> None:
+    def result(trial: int, accuracy: float, loss: float) -> dict:
+        metrics = {"val": {"accuracy": accuracy, "loss": loss}, "test": {"accuracy": 0.5, "loss": 1.0}}
+        overrides = {"train.epochs": str(trial), "train.seed": "1"}
+        return {
+            "trial": trial,
+            "overrides": overrides,
+            "experiment": f"exp-{trial}",
+            "metrics": metrics,
+            "train_seconds": 1.25,
+        }
+
+    failed = {"trial": 4, "overrides": {"train.epochs": "4", "train.seed": "1"}, "error": "boom"}
+    ranked = rank([result(1, 0.8, 0.5), failed, result(2, 0.9, 0.4), result(3, 0.9, 0.3)])
+    assert [r["trial"] for r in ranked] == [3, 2, 1, 4]
+    trials = [r["overrides"] for r in ranked]
+    assert varied_keys(trials) == ["train.epochs"]
+    table = ranking_table(ranked, varied_keys(trials))
+    assert table[0] == {
+        "rank": 1,
+        "experiment": "exp-3",
+        "train.epochs": "3",
+        "val accuracy": 0.9,
+        "test accuracy": 0.5,
+        "val loss": 0.3,
+        "train s": 1.2,
+        "status": "ok",
+    }
+    assert table[-1]["rank"] == "-" and table[-1]["status"] == "failed: boom"
+
+
+def test_default_workers_fit_the_machine() -> None:
+    assert 1 <= default_workers() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.integration
+def test_cancelling_a_sweep_stops_its_trials_and_leaves_no_workspace(project: Path, prefect_api: str) -> None:
+    """SIGTERM is what a Prefect worker sends a cancelled run, and what ``kill`` sends by default."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    command = [sys.executable, "-m", "flows", "sweep", "-S", "train.epochs=300,400", "--workers", "2"]
+    sweep = subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    runs = project / RUNS_DIR
+    try:
+        deadline = time.monotonic() + 120
+        while not any(training(trial) for trial in runs.glob("*-trial-*")):
+            assert sweep.poll() is None, sweep.stdout.read()
+            assert time.monotonic() < deadline, "no trial started training"
+            time.sleep(0.1)
+        sweep.send_signal(signal.SIGTERM)
+        output, _ = sweep.communicate(timeout=60)
+    finally:
+        sweep.kill()
+    assert sweep.returncode != 0, output
+    assert list(runs.iterdir()) == [], output
+    leftovers = [
+        process.info["cmdline"]
+        for process in psutil.process_iter(["cmdline", "environ"])
+        if str(project) in str(process.info["environ"] or {}) or "spawn_main" in str(process.info["cmdline"])
+    ]
+    assert leftovers == [], output
+    assert experiments(project) == {}
+
+
+def training(workspace: Path) -> bool:
+    """Whether a train stage runs in ``workspace`` (DVC's rwlock holds its model for writing)."""
+    try:
+        held = json.loads((workspace / ".dvc/tmp/rwlock").read_text()).get("write", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return any(path.endswith("best-model.h5") for path in held)
