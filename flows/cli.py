@@ -126,7 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    from flows.pipeline_flow import fashion_pipeline  # Prefect's import takes seconds: after the checks
+    from flows.api import ensure_api  # Prefect's import takes seconds: after the checks
+
+    ensure_api(list(sys.argv[1:] if argv is None else argv))
+    return run_command(args, project, overrides)
+
+
+def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, Any]) -> int:
+    """Run, sweep or serve, against the Prefect API of this command."""
+    from flows.pipeline_flow import fashion_pipeline
 
     if args.command == "sweep":
         from flows.sweep_flow import fashion_sweep

@@ -2,16 +2,14 @@
 
 This is what ``dvc exp run -S key=value`` does to the workspace: changed values are written into
 the file in place (comments, key order and layout kept), so DVC sees the change as it sees a hand
-edit, and ``dvc params diff`` / ``dvc exp show`` report it. A run that fails, is cancelled or is
-interrupted puts the file back as it was (:func:`applied`); one killed outright (SIGKILL, power loss)
-leaves a copy of it that the next run in the same checkout puts back (:func:`recover`).
+edit, and ``dvc params diff`` / ``dvc exp show`` report it. In the checkout, the run's restore point
+(:class:`flows.workspace.RestorePoint`) puts the file back if the run does not finish.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,6 @@ from ruamel.yaml import YAML
 from ruamel.yaml.representer import RoundTripRepresenter
 
 from pipeline import atomic
-from pipeline.params import DEFAULT_PARAMS_PATH as PARAMS
-
-# The params a run in the checkout started from, kept until it ends (see recover).
-SAVED_PARAMS = Path(".dvc") / "tmp" / "fashion-pipeline" / "params.yaml.before-run"
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -31,34 +25,6 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise ValueError(f"{text!r} is not KEY=VALUE")
     return key.strip(), value.strip()
-
-
-@contextlib.contextmanager
-def applied(root: Path, wanted: Mapping[str, Any], *, restore_on_failure: bool) -> Iterator[list[str]]:
-    """Write ``wanted`` into ``root``'s params, yield the changed keys; put the file back if the run fails."""
-    target, saved = root / PARAMS, root / SAVED_PARAMS
-    original = target.read_bytes()
-    if restore_on_failure:
-        atomic.write_bytes(saved, original)
-    try:
-        changed = write_params(target, wanted)
-        yield changed
-    except BaseException:
-        if restore_on_failure:
-            atomic.write_bytes(target, original)
-        raise
-    finally:
-        saved.unlink(missing_ok=True)
-
-
-def recover(root: Path) -> bool:
-    """Put back the params that a run killed outright left changed; whether there were any."""
-    saved = root / SAVED_PARAMS
-    if not saved.is_file():
-        return False
-    atomic.write_bytes(root / PARAMS, saved.read_bytes())
-    saved.unlink()
-    return True
 
 
 def write_params(target: Path, wanted: Mapping[str, Any]) -> list[str]:

@@ -51,9 +51,10 @@ STAGE_TASK_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 @task(retries=0, timeout_seconds=30 * MINUTE, cache_policy=NO_CACHE, persist_result=False)
-def reproduce_stage(root: str, name: str, keep_previous: bool) -> State:
+def reproduce_stage(root: str, name: str, in_checkout: bool) -> State:
     """Reproduce one DVC stage; DVC decides whether it runs, is skipped or comes from its run cache."""
-    result = stage.reproduce(Path(root), name, get_run_logger(), keep_previous=keep_previous)
+    restore_point = workspace.RestorePoint(Path(root)) if in_checkout else None
+    result = stage.reproduce(Path(root), name, get_run_logger(), restore_point=restore_point)
     return Completed(name=STATE_NAMES[result.outcome], message=f"{result.outcome}: {result.reason}")
 
 
@@ -84,12 +85,12 @@ def fashion_pipeline(
     if commit and not rev and (uncommitted := workspace.uncommitted_changes(project)):
         logger.warning("uncommitted changes are not part of this isolated run: %s", ", ".join(uncommitted))
 
-    with run_workspace(project, commit, keep_workspace) as root:
-        if not isolated and recover_killed_run(root):
+    with run_workspace(project, commit, keep_workspace) as (root, restore_point):
+        if restore_point and restore_point.recovered:
             requested = requested_params(project, commit, overrides)  # from the params put back
         paths = Paths(root)
         previous = reports.read_metrics(paths.metrics_json)
-        outcomes, experiment, _ = reproduce_in(root, requested, in_checkout=not isolated)
+        outcomes, experiment, _ = reproduce_in(root, requested, restore_point=restore_point)
         if push:
             workspace.push_results(root, experiment, git_remotes(project, isolated), logger)
         publish_artifacts(paths, previous, experiment, isolated)
@@ -107,45 +108,31 @@ def reproduce_in(
     root: Path,
     requested: dict[str, Any],
     *,
-    in_checkout: bool,
+    restore_point: workspace.RestorePoint | None,
     stages: Sequence[str] | None = None,
     record: Literal["if changed", "always", "never"] = "if changed",
 ) -> Reproduced:
     """Write ``requested`` into ``root``'s params, run ``stages`` (default: all) as tasks, and record
     the result as a DVC experiment (by default, if anything changed).
 
-    ``in_checkout``: ``root`` is the user's checkout, so a failure puts params and outputs back; an
-    isolated workspace is thrown away, or kept for debugging with the params that failed.
+    ``restore_point``: the checkout's, where each stage's previous outputs are saved before it runs;
+    ``None`` for an isolated workspace, which is thrown away (or kept for debugging) instead.
     """
     logger = get_run_logger()
-    with params_update.applied(root, requested, restore_on_failure=in_checkout) as changed:
-        if changed:
-            logger.info("params.yaml: new values for %s", ", ".join(changed))
-        outcomes, seconds = {}, {}
-        for name in stage.pipeline_stages(root) if stages is None else stages:
-            started = time.monotonic()
-            outcomes[name] = run_stage(root, name, keep_previous=in_checkout)
-            seconds[name] = time.monotonic() - started
-        experiment = None
-        anything_changed = bool(changed) or set(outcomes.values()) != {stage.SKIPPED}
-        if record == "always" or (record == "if changed" and anything_changed):
-            experiment = workspace.record_experiment(root, f"Prefect flow run {flow_run.name}")
-            logger.info(
-                "recorded as DVC experiment %s (dvc exp show; dvc exp apply %s)", experiment, experiment
-            )
+    changed = params_update.write_params(root / DEFAULT_PARAMS_PATH, requested)
+    if changed:
+        logger.info("params.yaml: new values for %s", ", ".join(changed))
+    outcomes, seconds = {}, {}
+    for name in stage.pipeline_stages(root) if stages is None else stages:
+        started = time.monotonic()
+        outcomes[name] = run_stage(root, name, restore_point)
+        seconds[name] = time.monotonic() - started
+    experiment = None
+    anything_changed = bool(changed) or set(outcomes.values()) != {stage.SKIPPED}
+    if record == "always" or (record == "if changed" and anything_changed):
+        experiment = workspace.record_experiment(root, f"Prefect flow run {flow_run.name}")
+        logger.info("recorded as DVC experiment %s (dvc exp show; dvc exp apply %s)", experiment, experiment)
     return Reproduced(outcomes, experiment, seconds)
-
-
-def recover_killed_run(root: Path) -> bool:
-    """Put back what a run in the checkout killed outright (SIGKILL) left: params and a stage's outputs."""
-    logger = get_run_logger()
-    stages = stage.recover_outputs(root)
-    if stages:
-        logger.warning("a run killed during stage %s left its outputs deleted: put back", ", ".join(stages))
-    if params_update.recover(root):
-        logger.warning("a run killed earlier left its overrides in params.yaml: put back")
-        return True
-    return False
 
 
 def requested_params(project: Path, commit: str | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -161,23 +148,28 @@ def requested_params(project: Path, commit: str | None, overrides: dict[str, Any
 
 
 @contextlib.contextmanager
-def run_workspace(project: Path, commit: str | None, keep_on_failure: bool) -> Iterator[Path]:
-    """An isolated workspace of ``commit``, or the checkout under DVC's lock."""
+def run_workspace(
+    project: Path, commit: str | None, keep_on_failure: bool
+) -> Iterator[tuple[Path, workspace.RestorePoint | None]]:
+    """An isolated workspace of ``commit``; or the checkout, under DVC's lock and with a restore point."""
+    logger = get_run_logger()
     if commit is None:
-        with workspace.locked(project):
-            yield project
+        with workspace.locked(project), workspace.restore_point(project, logger) as point:
+            yield project, point
         return
     name = flow_run.name or "run"
     with workspace.isolated(
-        project, commit, name=name, keep_on_failure=keep_on_failure, log=get_run_logger(), share_with=project
+        project, commit, name=name, keep_on_failure=keep_on_failure, log=logger, share_with=project
     ) as root:
-        yield root
+        yield root, None
 
 
-def run_stage(root: Path, name: str, keep_previous: bool) -> str:
+def run_stage(root: Path, name: str, restore_point: workspace.RestorePoint | None) -> str:
     """Run the stage's task: ``ran``, ``skipped`` or ``cached``; a failed stage raises into the flow."""
     options = {"name": name, "task_run_name": name, **STAGE_TASK_OPTIONS.get(name, {})}
-    state = reproduce_stage.with_options(**options)(str(root), name, keep_previous, return_state=True)
+    state = reproduce_stage.with_options(**options)(
+        str(root), name, restore_point is not None, return_state=True
+    )
     state.result()  # re-raises the stage's error, failing the flow with the stage named
     return OUTCOMES[state.name]
 

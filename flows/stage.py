@@ -13,9 +13,9 @@ Decision: DVC's Python API in the flow's process, not a ``dvc repro`` process pe
 - **Logs with their levels.** DVC's own messages arrive through its logger; the stage command's
   records through a Unix socket (:mod:`pipeline.logs`).
 
-In the user's checkout, a stage's previous outputs are hard-linked aside before it runs and put back
-if it fails (the stages write through temporary files renamed into place, so the old inodes stay
-intact); an isolated workspace is thrown away instead.
+In the user's checkout, a stage's previous outputs go into the run's restore point
+(:class:`flows.workspace.RestorePoint`) before DVC deletes them; an isolated workspace is thrown away
+instead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -39,10 +38,9 @@ from dvc.exceptions import DvcException
 from dvc.repo import Repo
 from dvc.stage import PipelineStage
 
-from flows.workspace import Logger, open_repo
+from flows.workspace import Logger, RestorePoint, open_repo
 from pipeline import logs
 
-BACKUP_DIR = Path(".dvc") / "tmp" / "fashion-pipeline" / "previous-outputs"
 RAN, SKIPPED, CACHED = "ran", "skipped", "cached"
 _RUN_CACHE_HIT = "is cached - skipping run"
 _STOP_WAIT_S = 10
@@ -91,10 +89,10 @@ def _ordered(repo: Repo) -> list[PipelineStage]:
     return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
 
 
-def reproduce(root: Path, stage: str, log: Logger, *, keep_previous: bool) -> StageResult:
+def reproduce(root: Path, stage: str, log: Logger, *, restore_point: RestorePoint | None) -> StageResult:
     """``dvc repro --single-item <stage>`` in ``root``, logging to ``log``.
 
-    ``keep_previous``: put the previous outputs back if the stage fails (for the user's checkout).
+    ``restore_point``: where the stage's previous outputs are saved before it runs (the checkout).
     """
     with open_repo(root) as repo:
         target = f"dvc.yaml:{stage}"
@@ -102,27 +100,19 @@ def reproduce(root: Path, stage: str, log: Logger, *, keep_previous: bool) -> St
         reason = _why(repo.status(targets=[target]).get(stage, []))
         if reason and not any(out.hash_info for out in dvc_stage.outs):
             reason = "dvc.lock has no run of it yet"
-        backups = root / BACKUP_DIR / stage
-        outputs = [Path(out.def_path) for out in dvc_stage.outs if not out.persist]
-        backed_up = bool(reason) and keep_previous
         if reason:
             log.info("stage %r runs: %s", stage, reason)
-        if backed_up:
-            _save_outputs(root, outputs, backups)
+            if restore_point:
+                restore_point.save(*(Path(out.def_path) for out in dvc_stage.outs if not out.persist))
         with _dvc_messages(log) as dvc_lines, _stage_records(log) as (env, errors):
             try:
                 ran = repo.reproduce(target, single_item=True, run_env=env)
             except BaseException as exc:
                 # Interrupted or timed out: the stage's command must not run on unseen.
                 stop_stage_processes(lambda running_in: running_in == Path(repo.root_dir))
-                if backed_up:
-                    _restore_outputs(root, outputs, backups)
-                    log.warning("stage %r failed: its previous outputs are back in place", stage)
                 if isinstance(exc, DvcException):
                     raise StageFailed(_failure(stage, exc, errors)) from None
                 raise
-            finally:
-                shutil.rmtree(backups, ignore_errors=True)
     if not ran:
         return StageResult(stage, SKIPPED, "unchanged: its code, data and params match dvc.lock")
     if any(_RUN_CACHE_HIT in line for line in dvc_lines):
@@ -233,57 +223,3 @@ def stop_stage_processes(selected: Callable[[Path], bool]) -> None:
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
-
-
-def recover_outputs(root: Path) -> list[str]:
-    """Put back the outputs that a run killed outright in the middle of a stage had saved aside.
-
-    Such a run left the stage's outputs deleted (DVC removes them before the command) and
-    ``dvc.lock`` unchanged; the saved outputs are the ones ``dvc.lock`` records. Returns the stages.
-    """
-    folder = root / BACKUP_DIR
-    recovered = []
-    with open_repo(root) as repo:
-        for backups in sorted(folder.iterdir()) if folder.is_dir() else []:
-            with contextlib.suppress(DvcException):  # a stage no longer in dvc.yaml: nothing to restore
-                (dvc_stage,) = repo.stage.collect(f"dvc.yaml:{backups.name}")
-                _restore_outputs(
-                    root, [Path(out.def_path) for out in dvc_stage.outs if not out.persist], backups
-                )
-                recovered.append(backups.name)
-            shutil.rmtree(backups, ignore_errors=True)
-    return recovered
-
-
-def _save_outputs(root: Path, outputs: list[Path], backups: Path) -> None:
-    """Hard-link each existing output under ``backups`` (copying across file systems)."""
-    shutil.rmtree(backups, ignore_errors=True)
-    for output in outputs:
-        source, target = root / output, backups / output
-        if source.is_dir():
-            shutil.copytree(source, target, copy_function=_link_or_copy)
-        elif source.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(source, target)
-
-
-def _link_or_copy(source: str | Path, target: str | Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def _restore_outputs(root: Path, outputs: list[Path], backups: Path) -> None:
-    """Put each saved output back in place of whatever the failed run left."""
-    for output in outputs:
-        saved = backups / output
-        if not saved.exists():
-            continue
-        current = root / output
-        if current.is_dir() and not current.is_symlink():
-            shutil.rmtree(current)
-        else:
-            current.unlink(missing_ok=True)
-        current.parent.mkdir(parents=True, exist_ok=True)
-        saved.replace(current)

@@ -108,8 +108,7 @@ def run_shared_stages(source: str, commit: str, swept: list[str], share_with: st
         stages = stage.stages_independent_of(root, swept)
         log.info("run once for every trial: %s", ", ".join(stages) or "no stage")
         requested = parse_raw_params((root / DEFAULT_PARAMS_PATH).read_text(), str(DEFAULT_PARAMS_PATH))
-        reproduce_in(root, requested, in_checkout=False, stages=stages, record="never")
-        workspace.save_run_cache(root, stages)  # so the trials restore these stages' reports, not rerun them
+        reproduce_in(root, requested, restore_point=None, stages=stages, record="never")
         workspace.push_results(root, None, [], log)  # for workers without this cache, when a remote is set
         return (root / "dvc.lock").read_text() if (root / "dvc.lock").exists() else ""
 
@@ -138,7 +137,7 @@ def run_trial(
     ) as root:
         params = root / DEFAULT_PARAMS_PATH
         requested = parse_raw_params(params.read_text(), str(params), overrides)
-        result = reproduce_in(root, requested, in_checkout=False, record="always")  # every trial is one
+        result = reproduce_in(root, requested, restore_point=None, record="always")  # every trial is one
         # The clone's origin is the source: the project itself, or the git remote it was cloned from.
         workspace.push_results(root, result.experiment, ["origin"], log)
         return {

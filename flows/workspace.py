@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from dvc.rwlock import rwlock
 from pipeline.params import DEFAULT_PARAMS_PATH
 
 RUNS_DIR = Path(".dvc") / "tmp" / "fashion-runs"
+RESTORE_DIR = Path(".dvc") / "tmp" / "fashion-pipeline" / "restore-point"
 # Linked from the shared cache, never copied; DVC picks the first that the file system supports.
 LINK_TYPES = "reflink,hardlink,symlink"
 
@@ -81,6 +83,87 @@ def locked(root: Path) -> Iterator[None]:
                     "python -m flows run --isolated"
                 ) from None
         yield
+
+
+class RestorePoint:
+    """What a run in the checkout changes, saved first, so that a failed run puts it all back.
+
+    ``params.yaml`` and ``dvc.lock`` are copied when the run starts (DVC rewrites ``dvc.lock`` in
+    place), each stage's outputs are hard-linked before DVC deletes them to run the stage (the stages
+    replace their outputs through renames, so the saved inodes stay intact); the first copy of a path
+    wins. The folder outlives a run killed outright; the next run in the checkout restores it before
+    anything else.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folder = root / RESTORE_DIR
+        self.manifest = self.folder / "saved-paths.txt"
+        self.recovered: list[str] = []  # what a run killed earlier had left, put back at the start
+
+    def exists(self) -> bool:
+        return self.manifest.is_file()
+
+    def save(self, *paths: Path, link: bool = True) -> None:
+        """Keep the current content of ``paths`` (relative to the checkout), if not kept already.
+
+        ``link``: hard-link rather than copy, for files that are replaced, never rewritten in place.
+        """
+        saved = self._saved()
+        keep = _link_or_copy if link else shutil.copy2
+        for path in paths:
+            source, copy = self.root / path, self.folder / "files" / path
+            if path.as_posix() in saved or not source.exists():
+                continue
+            if source.is_dir():
+                shutil.copytree(source, copy, copy_function=keep)
+            else:
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                keep(source, copy)
+            with self.manifest.open("a") as manifest:  # after the copy: a listed path is complete
+                manifest.write(f"{path.as_posix()}\n")
+
+    def restore(self) -> list[str]:
+        """Put every saved path back in place of what is there now, then forget them; the paths."""
+        restored = self._saved()
+        for path in restored:
+            current, copy = self.root / path, self.folder / "files" / path
+            if current.is_dir() and not current.is_symlink():
+                shutil.rmtree(current)
+            else:
+                current.unlink(missing_ok=True)
+            current.parent.mkdir(parents=True, exist_ok=True)
+            copy.replace(current)
+        self.discard()
+        return restored
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _saved(self) -> list[str]:
+        return self.manifest.read_text().splitlines() if self.manifest.is_file() else []
+
+
+@contextlib.contextmanager
+def restore_point(root: Path, log: Logger) -> Iterator[RestorePoint]:
+    """A restore point for a run in the checkout: kept on success, put back on failure.
+
+    First puts back what a run killed outright left behind.
+    """
+    point = RestorePoint(root)
+    if point.exists():
+        point.recovered = point.restore()
+        log.warning(
+            "a run killed earlier left the checkout changed; put back: %s", ", ".join(point.recovered)
+        )
+    point.discard()
+    point.save(DEFAULT_PARAMS_PATH, Path("dvc.lock"), link=False)
+    try:
+        yield point
+    except BaseException:
+        log.warning("the run did not finish; put back: %s", ", ".join(point.restore()))
+        raise
+    point.discard()
 
 
 def resolve_commit(project: Path, rev: str | None) -> str:
@@ -169,17 +252,6 @@ def record_experiment(root: Path, message: str) -> str:
         return repo.experiments.get_exact_name([commit])[commit]
 
 
-def save_run_cache(root: Path, stages: Sequence[str]) -> None:
-    """Enter ``stages`` in DVC's run cache, as ``dvc commit`` does.
-
-    DVC leaves a stage that has ``cache: false`` outputs (our reports) out of the run cache when it
-    runs it; with the entry, another workspace restores such a stage instead of running it again.
-    """
-    with open_repo(root) as repo:
-        for stage in stages:
-            repo.commit(f"dvc.yaml:{stage}", force=True, relink=False)
-
-
 def push_results(root: Path, experiment: str | None, git_remotes: Sequence[str], log: Logger) -> None:
     """``dvc push`` to the default DVC remote, if any; ``dvc exp push`` of ``experiment`` to git."""
     with open_repo(root) as repo:
@@ -242,3 +314,10 @@ def _git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
     if check and result.returncode != 0:
         raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
     return result
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -8,7 +8,10 @@ TensorFlow.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
+import re
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,36 +22,16 @@ from pipeline.params import DEFAULT_PARAMS_PATH, Params, load_params
 from pipeline.paths import Paths
 
 log = logging.getLogger("pipeline")
+DVC_STAGE_ENV = "DVC_STAGE"  # set by DVC for every stage command it runs
 
-STAGES = ("ingest", "preprocess", "train", "evaluate")
+STAGES = ("validate", "ingest", "preprocess", "train", "evaluate")
 
 
 def run_stage(stage: str, params: Params, paths: Paths) -> None:
-    """Run one stage with its section of ``params``."""
-    if stage == "ingest":
-        from pipeline import ingest
-
-        ingest.ingest(
-            ingest.resolve_sources(params.ingest.sources),
-            params.ingest.sha256,
-            paths.raw_dir,
-            timeout_s=params.ingest.timeout_s,
-            retries=params.ingest.retries,
-        )
-    elif stage == "preprocess":
-        from pipeline import preprocess
-
-        preprocess.run(paths, **params.preprocess.model_dump())
-    elif stage == "train":
-        from pipeline import train
-
-        train.run(paths, params.train)
-    elif stage == "evaluate":
-        from pipeline import evaluate
-
-        evaluate.run(paths, params.evaluate)
-    else:
+    """Run one stage: its module's ``main``; imported only now, so no stage loads what it doesn't use."""
+    if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    importlib.import_module(f"pipeline.{stage}").main(params, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     review.add_argument(
         "--image-base-url", help="URL prefix for the PNG links (default: paths relative to --output)"
     )
+    restore = commands.add_parser(
+        "restore", help="put back a stage's outputs as dvc.lock records them, after a failed run"
+    )
+    restore.add_argument("stage", choices=STAGES[1:], help="the stage whose outputs to put back")
     args = parser.parse_args(argv)
 
     try:
@@ -80,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a cancelled run, `kill`) unwinds like Ctrl-C, so temporary files go and outputs stay whole.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        if args.command == "restore":
+            from pipeline.restore import restore
+
+            restore(Path("."), args.stage)
+            return 0
         params = load_params(args.params)
         if args.command == "report":
             from pipeline import report
@@ -93,8 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             run_stage(args.command, params, Paths())
-    except (PipelineError, FileNotFoundError) as exc:
-        log.error("%s failed: %s", args.command, exc)
+            if os.environ.get(DVC_STAGE_ENV):  # run by DVC: keep this run where `restore` finds it
+                from pipeline.restore import remember
+
+                remember(Path("."), args.command)
+    except PipelineError as exc:
+        log.error("%s failed: %s%s", args.command, exc, _restore_hint(args.command))
+        return 1
+    except OSError as exc:  # a missing input, a full disk, a read-only or forbidden folder
+        log.error("%s failed: %s%s", args.command, _describe(exc), _restore_hint(args.command))
         return 1
     except Exception as exc:  # a bug or an unforeseen failure: the traceback, and its gist on line one
         log.error("%s failed: %s: %s", args.command, type(exc).__name__, exc, exc_info=True)
@@ -103,3 +102,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s interrupted before it finished; nothing it wrote is left half-written", args.command)
         return 130
     return 0
+
+
+def _describe(exc: OSError) -> str:
+    """``No space left on device: models/.best-model.1a2b.tmp.h5`` rather than a traceback.
+
+    HDF5 (the ``.h5`` checkpoint) reports the errno and the file inside its message.
+    """
+    text = " ".join(str(exc).split())
+    code = exc.errno or (int(found.group(1)) if (found := re.search(r"errno = (\d+)", text)) else None)
+    where = exc.filename or (found.group(1) if (found := re.search(r"filename = '([^']+)'", text)) else None)
+    if code is None:
+        return text
+    return os.strerror(code) + (f": {where}" if where else "")
+
+
+def _restore_hint(command: str) -> str:
+    """Under ``dvc repro`` (which sets ``DVC_STAGE``), DVC deleted the stage's outputs before it ran.
+
+    A flow run (which names its log socket) puts them back itself.
+    """
+    if command not in STAGES[1:] or not os.environ.get(DVC_STAGE_ENV) or os.environ.get(logs.LOG_SOCKET_ENV):
+        return ""
+    return (
+        f". DVC removed {command}'s outputs before running it; "
+        f"`python -m pipeline restore {command}` puts back the ones dvc.lock records"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -13,11 +14,28 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline import atomic, figures
 from pipeline.dataset import CLASS_NAMES
-from pipeline.params import EvaluateParams
+from pipeline.errors import PipelineError
+from pipeline.params import EvaluateParams, Params
 from pipeline.paths import Paths
 from pipeline.splits import Split, load_split
 
 log = logging.getLogger(__name__)
+
+
+class UnsafeModelError(PipelineError):
+    """The model file is not one this pipeline trained, or would run code when loaded."""
+
+
+def load_trusted(path: Path) -> keras.Model:
+    """Load a model file without running any code it carries (it may come from a shared DVC remote)."""
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except (ValueError, TypeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeModelError(
+            f"{path}: refused, not a model this pipeline trains or unsafe to load ({first_line}); "
+            "train it again with `dvc repro train`"
+        ) from None
 
 
 def loss_and_accuracy(model: keras.Model, split: Split, batch_size: int) -> dict[str, float]:
@@ -41,9 +59,14 @@ def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, dict[s
     }
 
 
+def main(params: Params, paths: Paths) -> None:
+    """The stage's command: ``evaluate.*`` from params."""
+    run(paths, params.evaluate)
+
+
 def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
     """Write ``metrics.json``, the test predictions CSV, the confusion matrix and F1 figures."""
-    model = keras.models.load_model(paths.model)
+    model = load_trusted(paths.model)
     val, test = load_split(paths.split("val")), load_split(paths.split("test"))
     y_pred = predict_classes(model, test.x, params.batch_size)
     per_class = per_class_scores(test.y, y_pred)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def decode_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise IdxError(f"{name}: corrupt gzip stream ({exc})") from None
     if len(data) < 4:
         raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX header")

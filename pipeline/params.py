@@ -1,7 +1,9 @@
 """Typed, validated pipeline parameters, loaded once from ``params.yaml``.
 
 Every stage validates the whole file before doing any work, so a bad value anywhere fails fast with
-the dotted key and the allowed values in the message.
+the dotted key and the allowed values in the message. The file is read as DVC reads it (ruamel.yaml,
+YAML 1.2: ``1e-3`` is a number, ``yes`` a string), so DVC and the stages never disagree on a value.
+Bounds reject what can only be a mistake (``epochs: 10000000``, a non-finite rate) before any work.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from pipeline.dataset import FILE_NAMES
 from pipeline.errors import PipelineError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
+_YAML = YAML(typ="safe")  # as DVC reads params (dvc.utils.serialize.parse_yaml)
 
 
 class ParamsError(PipelineError, ValueError):
@@ -24,22 +28,32 @@ class ParamsError(PipelineError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-
-
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy's and TensorFlow's seeding accept
+BatchSize = Annotated[int, Field(ge=1, le=65_536)]  # more than the 60,000 training images is a mistake
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+SOURCE_SCHEMES = ("http://", "https://", "file://")
 
 
 class IngestParams(_Section):
     """Where the four IDX files come from (tried in order) and the SHA-256 of each one's content."""
 
-    sources: list[str] = Field(min_length=1)
+    sources: list[str] = Field(min_length=1, max_length=16)
     sha256: dict[str, Sha256]
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    retries: Annotated[int, Field(ge=0)] = 3
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    max_mib: Annotated[int, Field(ge=1, le=4096)] = 64
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_are_directories_or_urls(cls, sources: list[str]) -> list[str]:
+        for source in sources:
+            check_source(source)
+        return sources
 
     @model_validator(mode="after")
     def _one_checksum_per_file(self) -> IngestParams:
@@ -48,11 +62,21 @@ class IngestParams(_Section):
         return self
 
 
+def check_source(source: str) -> str:
+    """A local directory, a ``file://`` URL or an ``http(s)://`` base URL; anything else is an error."""
+    if not source.strip():
+        raise ValueError("an empty source: give a directory or an http(s):// or file:// URL")
+    scheme, sep, _ = source.partition("://")
+    if sep and f"{scheme}://" not in SOURCE_SCHEMES:
+        raise ValueError(f"{source!r}: sources are directories or {', '.join(SOURCE_SCHEMES)} URLs")
+    return source
+
+
 class PreprocessParams(_Section):
     """The train/validation split of the 60,000 training images (scikit-learn's names)."""
 
     test_size: Fraction
-    random_state: int
+    random_state: Seed
     stratify: bool = False
 
 
@@ -60,7 +84,7 @@ class DenseModelParams(_Section):
     """The tutorial's family: Flatten, then ``Dense(units, activation)`` + ``Dropout`` per hidden layer."""
 
     architecture: Literal["dense"]
-    hidden_units: list[Annotated[int, Field(ge=1)]]
+    hidden_units: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(max_length=16)
     activation: Literal["relu", "sigmoid", "tanh"]
     dropout: Annotated[float, Field(ge=0, lt=1)]
 
@@ -73,28 +97,28 @@ class DenseModelParams(_Section):
 
 class EarlyStoppingParams(_Section):
     enabled: bool
-    patience: Annotated[int, Field(ge=0)]
+    patience: Annotated[int, Field(ge=0, le=1000)]
     restore_best_weights: bool
 
 
 class TrainParams(_Section):
-    seed: int
+    seed: Seed
     model: DenseModelParams
     optimizer: Literal["sgd", "adam", "rmsprop"]
-    learning_rate: Annotated[float, Field(gt=0)] | None
-    epochs: Annotated[int, Field(ge=1)]
-    batch_size: Annotated[int, Field(ge=1)]
+    learning_rate: Annotated[float, Field(gt=0, le=10)] | None
+    epochs: Annotated[int, Field(ge=1, le=1000)]
+    batch_size: BatchSize
     early_stopping: EarlyStoppingParams
 
 
 class EvaluateParams(_Section):
-    batch_size: Annotated[int, Field(ge=1)]
+    batch_size: BatchSize
 
 
 class ReviewParams(_Section):
     """Regression gate of ``python -m pipeline report``; ``None`` turns a check off.
 
-    No stage reads this section, so changing it never reruns the pipeline.
+    Only the validate stage (the whole file) depends on it, so changing it retrains nothing.
     """
 
     min_test_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -127,9 +151,9 @@ def read_raw_params(path: Path | str, overrides: Mapping[str, Any] | None = None
 def parse_raw_params(text: str, source: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The YAML mapping ``text`` (read from ``source``) with ``overrides`` applied, not yet validated."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{source}: not valid YAML: {exc}") from None
+        raw = _YAML.load(text)
+    except YAMLError as exc:
+        raise ParamsError(f"{source}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level")
     for key, value in (overrides or {}).items():
@@ -155,7 +179,21 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         raise _unknown_param(key, known)
     for part in parents:
         node = node.setdefault(part, {})
-    node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+    node[leaf] = parse_value(key, value) if isinstance(value, str) else value
+
+
+def parse_value(key: str, text: str) -> Any:
+    """An override's value, read as a YAML 1.2 scalar or flow collection (``3``, ``[8, 4]``, ``null``)."""
+    if "\n" in text or "\r" in text:
+        raise ParamsError(f"override {key}: the value must be one line (got {text!r})")
+    try:
+        return _YAML.load(text)
+    except YAMLError as exc:
+        raise ParamsError(f"override {key}: not a YAML value ({_one_line(exc)}; got {text!r})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def leaf_values(raw: Mapping[str, Any], source: str = "params") -> dict[str, Any]:

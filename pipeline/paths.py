@@ -11,6 +11,11 @@ class Paths:
     root: Path = Path(".")
 
     @property
+    def params_valid(self) -> Path:
+        """The validate stage's marker: every other stage depends on it."""
+        return self.reports_dir / "validate" / "params-valid.txt"
+
+    @property
     def raw_dir(self) -> Path:
         return self.root / "data" / "raw"
 

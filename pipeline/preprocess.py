@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from pipeline import atomic, figures
 from pipeline.dataset import CLASS_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 from pipeline.idx import IdxError, read_idx
+from pipeline.params import Params
 from pipeline.paths import Paths
 from pipeline.splits import Split, save_split
 
@@ -64,6 +65,11 @@ def class_counts(splits: dict[str, Split]) -> pd.DataFrame:
     )
     counts.loc["total"] = counts.sum()
     return counts
+
+
+def main(params: Params, paths: Paths) -> None:
+    """The stage's command: ``preprocess.*`` from params."""
+    run(paths, **params.preprocess.model_dump())
 
 
 def run(paths: Paths, *, test_size: float, random_state: int, stratify: bool) -> dict[str, Split]:

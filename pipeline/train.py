@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from pipeline import atomic, figures
 from pipeline.dataset import CLASS_NAMES
-from pipeline.params import DenseModelParams, TrainParams
+from pipeline.errors import PipelineError
+from pipeline.params import DenseModelParams, Params, TrainParams
 from pipeline.paths import Paths
 from pipeline.splits import Split, load_split
 
@@ -126,16 +131,60 @@ class _DropMessages(logging.Filter):
         return self.fragment not in record.getMessage()
 
 
+class TrainingDiverged(PipelineError):
+    """No epoch reached a finite validation loss: there is no model worth keeping."""
+
+
+class OutOfMemory(PipelineError):
+    """The model or a batch does not fit in memory."""
+
+
+@contextlib.contextmanager
+def memory_errors_explained(doing: str, fix: str) -> Iterator[None]:
+    """Turn TensorFlow's and Python's out-of-memory errors into one line that says what to change."""
+    try:
+        yield
+    except (MemoryError, tf.errors.ResourceExhaustedError) as exc:
+        allocation = re.search(r"OOM when allocating tensor with shape\[[^\]]*\]", str(exc))
+        detail = allocation.group(0) if allocation else type(exc).__name__
+        raise OutOfMemory(f"out of memory {doing} ({detail}); {fix}") from None
+
+
+def check_converged(history: pd.DataFrame, checkpoint: Path, learning_rate: float | None) -> None:
+    """Refuse a diverged run before its checkpoint can replace a good model."""
+    finite = np.isfinite(history["val_loss"].to_numpy(dtype=float))
+    model = keras.models.load_model(checkpoint, compile=False, safe_mode=True) if finite.any() else None
+    weights = model.get_weights() if model else []
+    if not finite.any() or not all(np.isfinite(layer).all() for layer in weights):
+        rate = "the optimizer's default" if learning_rate is None else learning_rate
+        raise TrainingDiverged(
+            f"training diverged: no epoch reached a finite val_loss (learning rate {rate}), so the "
+            "previous model is kept; lower train.learning_rate or use another train.optimizer"
+        )
+    if not finite.all():
+        log.warning(
+            "training stopped at epoch %d: the loss became NaN; the checkpoint keeps the best epoch before",
+            len(history),
+        )
+
+
+def main(params: Params, paths: Paths) -> None:
+    """The stage's command: ``train.*`` from params."""
+    run(paths, params.train)
+
+
 def run(paths: Paths, params: TrainParams) -> pd.DataFrame:
     """Read the train/val splits, write the best model, the history CSV and the learning curves."""
     seed_everything(params.seed)
     train, val = load_split(paths.split("train")), load_split(paths.split("val"))
-    model = build_model(train.x.shape[1:], len(CLASS_NAMES), params.model)
-    model.summary(print_fn=log.info)
-    with atomic.atomic_path(paths.model) as checkpoint:
-        history = fit(model, train, val, params, checkpoint)
-        if checkpoint.stat().st_size == 0:
-            raise RuntimeError("no epoch reached a finite val_loss, so no checkpoint was saved")
+    with memory_errors_explained(
+        "building or training the model", "reduce train.model.hidden_units or train.batch_size"
+    ):
+        model = build_model(train.x.shape[1:], len(CLASS_NAMES), params.model)
+        model.summary(print_fn=log.info)
+        with atomic.atomic_path(paths.model) as checkpoint:
+            history = fit(model, train, val, params, checkpoint)
+            check_converged(history, checkpoint, params.learning_rate)
     best = history.loc[history["val_loss"].idxmin()]
     log.info(
         "best epoch %d of %d: val_loss %.4f, val_accuracy %.4f -> %s",

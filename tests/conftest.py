@@ -188,6 +188,7 @@ def stage_outputs(project: Path) -> list[Path]:
     """Every file the four stages write."""
     paths = Paths(project)
     return [
+        paths.params_valid,
         *(paths.raw_dir / name for name in FILE_NAMES),
         *(paths.split(name) for name in ("train", "val", "test")),
         paths.model,

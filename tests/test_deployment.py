@@ -180,7 +180,7 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
         )
     first, second = sorted(runs.values(), key=lambda flow_run: flow_run["start_time"])
     assert datetime.fromisoformat(first["end_time"]) <= datetime.fromisoformat(second["start_time"])
-    assert task_state_names(prefect_server, first["id"]) == ["Completed"] * 4
+    assert task_state_names(prefect_server, first["id"]) == ["Completed"] * 5
     # The second run's split comes from DVC's run cache, shared with the first run's workspace.
     assert "Cached" in task_state_names(prefect_server, second["id"])
 

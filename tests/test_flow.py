@@ -42,7 +42,7 @@ from flows.workspace import RUNS_DIR, locked
 from pipeline.params import ParamsError, read_raw_params
 from pipeline.paths import Paths
 
-STAGES = ("ingest", "preprocess", "train", "evaluate")
+STAGES = ("validate", "ingest", "preprocess", "train", "evaluate")
 WAIT_S = 120
 
 
@@ -130,6 +130,17 @@ def stage_processes(project: Path) -> list[psutil.Process]:
     return found
 
 
+def stage_running(project: Path, stage: str) -> bool:
+    """Whether ``python -m pipeline <stage>`` runs for ``project``."""
+    for process in stage_processes(project):
+        try:
+            if process.cmdline()[-1:] == [stage]:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def history_epochs(project: Path) -> int:
     return len(Paths(project).history_csv.read_text().splitlines()) - 1
 
@@ -210,7 +221,7 @@ def test_overrides_are_recorded_and_a_failing_run_puts_params_and_outputs_back(
     assert failed.is_failed()
     assert "stage 'preprocess' failed" in failed.message
     assert "the resulting train set will be empty" in failed.message
-    assert task_states(failed) == {"ingest": "Skipped", "preprocess": "Failed"}
+    assert task_states(failed) == {"validate": "Completed", "ingest": "Skipped", "preprocess": "Failed"}
     assert {path: path.read_bytes() for path in preprocess_outputs} == before
     assert params_file.read_bytes() == params  # the override is gone again
     assert (project / "dvc.lock").read_bytes() == lock
@@ -347,7 +358,7 @@ def test_a_killed_run_stops_its_stage_and_the_next_run_puts_back_what_it_left(
         text=True,
     )
     try:
-        wait_until(lambda: stage_processes(project), "the train command runs", run)
+        wait_until(lambda: stage_running(project, "train"), "the train command runs", run)
     finally:
         run.kill()
         run.communicate(timeout=WAIT_S)
@@ -359,10 +370,65 @@ def test_a_killed_run_stops_its_stage_and_the_next_run_puts_back_what_it_left(
     state = run_flow(project)
     assert state.is_completed(), state.message
     logs = log_messages(state)
-    assert "a run killed during stage train left its outputs deleted: put back" in logs
-    assert "a run killed earlier left its overrides in params.yaml: put back" in logs
+    assert "a run killed earlier left the checkout changed; put back: params.yaml, dvc.lock" in logs
+    assert "models/best-model.h5" in logs
     assert state.result()["stages"] == dict.fromkeys(STAGES, "skipped")  # all as dvc.lock records
     assert snapshot(project) == before
+
+
+@pytest.mark.integration
+def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(project: Path) -> None:
+    """Without PREFECT_API_URL the command starts a temporary server; neither Ctrl-C (SIGINT to the
+    terminal's process group) nor SIGKILL leaves it running."""
+    dvc("repro", cwd=project)
+    params = (project / "params.yaml").read_bytes()
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows", "run", "--override", "train.epochs=300"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, as a terminal gives a command
+        )
+
+    run = start()
+    try:
+        wait_until(lambda: stage_running(project, "train"), "the train command runs", run)
+        server = temporary_servers()
+        assert len(server) == 1
+        os.killpg(run.pid, signal.SIGINT)
+        started = time.monotonic()
+        output, _ = run.communicate(timeout=WAIT_S)
+    finally:
+        run.kill()
+    assert run.returncode != 0
+    assert time.monotonic() - started < 30, output  # not minutes of retries against a dead server
+    assert "stage 'train' failed" in output  # interrupted (exit 130, or killed by SIGINT while starting)
+    assert (project / "params.yaml").read_bytes() == params
+    wait_until(lambda: not temporary_servers(), "the temporary server stops")
+
+    run = start()
+    try:
+        wait_until(lambda: stage_running(project, "train"), "the train command runs", run)
+    finally:
+        run.kill()  # SIGKILL: nothing of the command runs any more
+        run.communicate(timeout=WAIT_S)
+    wait_until(lambda: not temporary_servers(), "the kernel stops the temporary server")
+    wait_until(lambda: not stage_processes(project), "the orphaned stage stops")
+
+
+def temporary_servers() -> list[psutil.Process]:
+    """``prefect server start`` processes that a command of this project started for itself."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "prefect server start" in command and "--no-ui" in command:
+            found.append(process)
+    return found
 
 
 # -- isolated runs ------------------------------------------------------------------------------------
@@ -381,6 +447,7 @@ def test_an_isolated_run_leaves_the_checkout_untouched_and_is_an_experiment_to_a
     result = state.result()
     # The commit's data and split come from the shared cache; only what the override touches runs.
     assert result["stages"] == {
+        "validate": "ran",  # the params changed
         "ingest": "skipped",
         "preprocess": "skipped",
         "train": "ran",

@@ -6,6 +6,8 @@ import gzip
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.idx import IdxError, decode_idx, encode_idx, read_idx
 
@@ -61,3 +63,27 @@ def test_corrupt_input_is_a_clear_error(blob: bytes, message: str) -> None:
     with pytest.raises(IdxError, match=message) as error:
         decode_idx(blob, name="data/raw/broken")
     assert str(error.value).startswith("data/raw/broken: ")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        # Plausible headers (zeros, a type code, a dimension count) followed by anything.
+        st.tuples(st.sampled_from(list(range(0x07, 0x10))), st.integers(0, 4), st.binary(max_size=64)).map(
+            lambda parts: bytes([0, 0, parts[0], parts[1]]) + parts[2]
+        ),
+        # A gzip header, then anything.
+        st.binary(max_size=64).map(lambda tail: b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + tail),
+        # The same, gzip-compressed, whole or cut short.
+        st.tuples(st.binary(max_size=64), st.integers(0, 80)).map(
+            lambda parts: gzip.compress(bytes([0, 0, 8, 1]) + parts[0])[: parts[1] or None]
+        ),
+    )
+)
+def test_any_bytes_decode_to_an_array_or_an_idx_error(blob: bytes) -> None:
+    try:
+        array = decode_idx(blob)
+    except IdxError:
+        return
+    assert isinstance(array, np.ndarray)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -83,7 +85,9 @@ def test_environment_variable_replaces_configured_sources(monkeypatch) -> None:
 
 
 class FlakyMirror(BaseHTTPRequestHandler):
-    """Serves ``files``; the first ``failures[path]`` requests of a path fail as ``mode`` says."""
+    """Serves ``files`` on 127.0.0.1; the first ``failures[path]`` requests of a path misbehave as
+    ``mode`` says: ``503``, ``drop`` (hang up mid-body), ``trickle`` (a byte every 50 ms),
+    ``endless`` (an unannounced body that never ends) or ``huge`` (announce 10 GB)."""
 
     files: dict[str, bytes] = {}
     failures: dict[str, int] = {}
@@ -98,20 +102,37 @@ class FlakyMirror(BaseHTTPRequestHandler):
             return
         if self.failures.get(self.path, 0) > 0:
             self.failures[self.path] -= 1
-            if self.mode == "503":
-                self.send_error(503)
-                return
-            # Promise the whole body, send half, hang up: a connection dropped mid-download.
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
+            self.misbehave(body)
             return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def misbehave(self, body: bytes) -> None:
+        if self.mode == "503":
+            self.send_error(503)
+            return
+        self.send_response(200)
+        if self.mode == "huge":
+            self.send_header("Content-Length", str(10 * 10**9))
+        elif self.mode != "endless":
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            if self.mode == "drop":  # promise the whole body, send half, hang up
+                self.wfile.write(body[: len(body) // 2])
+            elif self.mode == "trickle":
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            elif self.mode == "endless":
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+        except OSError:
+            pass  # the client gave up, as it should
+        self.close_connection = True
 
     def log_message(self, *args) -> None:
         pass
@@ -162,3 +183,66 @@ def test_http_mirror_serving_corrupt_bytes_is_never_cached(tmp_path, synthetic_s
     with pytest.raises(IngestError, match="corrupt gzip"):
         ingest([mirror.base_url], synthetic_source.sha256, raw, retries=0, timeout_s=5)
     assert not raw.exists() or not any(raw.iterdir())
+
+
+def test_a_trickling_mirror_is_abandoned_at_the_deadline(tmp_path, synthetic_source, mirror) -> None:
+    mirror.mode = "trickle"
+    mirror.failures = {path: 99 for path in mirror.files}
+    started = time.monotonic()
+    ingest(
+        [mirror.base_url, str(synthetic_source.directory)],
+        synthetic_source.sha256,
+        tmp_path / "raw",
+        retries=0,
+        timeout_s=5,
+        deadline_s=0.5,
+    )
+    assert_verified(tmp_path / "raw", synthetic_source)
+    assert time.monotonic() - started < 10  # four files, each given up after half a second
+
+
+@pytest.mark.parametrize("mode", ["endless", "huge"])
+def test_a_mirror_sending_too_much_is_cut_off(tmp_path, synthetic_source, mirror, mode) -> None:
+    mirror.mode = mode
+    mirror.failures = {path: 99 for path in mirror.files}
+    raw = tmp_path / "raw"
+    with pytest.raises(IngestError, match=r"ingest\.max_mib") as error:
+        ingest([mirror.base_url], synthetic_source.sha256, raw, retries=0, timeout_s=5, max_bytes=1 << 20)
+    assert "no source delivered a verified" in str(error.value)
+    assert not raw.exists() or not any(raw.iterdir())  # nothing half-written is left
+
+
+def test_a_gzip_bomb_is_stopped_at_the_cap(tmp_path, synthetic_source) -> None:
+    bombs = tmp_path / "bombs"
+    bombs.mkdir()
+    for name in FILE_NAMES:  # 64 KiB of gzip that would expand to 64 MiB
+        (bombs / f"{name}.gz").write_bytes(gzip.compress(b"\0" * (64 << 20), mtime=0))
+    with pytest.raises(IngestError, match="decompresses to more than the 1048576 bytes"):
+        ingest([str(bombs)], synthetic_source.sha256, tmp_path / "raw", max_bytes=1 << 20)
+
+
+def test_an_unreachable_mirror_is_not_asked_again_for_the_other_files(
+    tmp_path, synthetic_source, caplog
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/fm"
+    caplog.set_level(logging.WARNING, logger="pipeline.ingest")
+    ingest([dead, str(synthetic_source.directory)], synthetic_source.sha256, tmp_path / "raw", retries=1)
+    assert_verified(tmp_path / "raw", synthetic_source)
+    assert caplog.text.count(f"from {dead} failed") == 1  # the first file only
+
+
+def test_file_urls_are_directories(tmp_path, synthetic_source) -> None:
+    ingest([synthetic_source.directory.as_uri()], synthetic_source.sha256, tmp_path / "raw")
+    assert_verified(tmp_path / "raw", synthetic_source)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(",", "names no source"), (" , ", "names no source"), ("ftp://mirror/fm", "sources are directories or")],
+)
+def test_an_odd_sources_variable_is_one_clear_error(monkeypatch, value, message) -> None:
+    monkeypatch.setenv(SOURCES_ENV, value)
+    with pytest.raises(IngestError, match=message):
+        resolve_sources(["/x"])

@@ -108,3 +108,57 @@ def test_overrides_are_validated_like_the_file() -> None:
         load_params(REPO_ROOT / "params.yaml", {"train.epoch": 3})
     with pytest.raises(ParamsError, match=r"train\.optimizer"):
         load_params(REPO_ROOT / "params.yaml", {"train.optimizer": "lion"})
+
+
+def test_values_are_read_as_dvc_reads_them(tmp_path, raw_params) -> None:
+    """YAML 1.2, as DVC's ruamel.yaml: ``1e-3`` is a number (PyYAML's YAML 1.1 would say a string)."""
+    path = write(tmp_path, raw_params)
+    path.write_text(path.read_text().replace("learning_rate: null", "learning_rate: 1e-3"))
+    assert load_params(path).train.learning_rate == 0.001
+    assert load_params(path, {"train.learning_rate": "5e-4"}).train.learning_rate == 0.0005
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!python/object/apply:os.system ['true']", r"override train\.epochs: not a YAML value"),
+        ("3\nnot: one line", r"override train\.epochs: the value must be one line"),
+        ("[1, 2", r"override train\.epochs: not a YAML value"),
+    ],
+)
+def test_an_odd_override_is_one_clear_error_and_never_executed(value: str, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        load_params(REPO_ROOT / "params.yaml", {"train.epochs": value})
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("train", "learning_rate", float("nan"), r"train\.learning_rate: Input should be a finite number"),
+        ("train", "epochs", 10_000_000, r"train\.epochs: Input should be less than or equal to 1000"),
+        ("train", "seed", -1, r"train\.seed: Input should be greater than or equal to 0"),
+        (
+            "preprocess",
+            "random_state",
+            2**32,
+            r"preprocess\.random_state: .*less than or equal to 4294967295",
+        ),
+        ("ingest", "sources", ["ftp://mirror/fm"], r"ingest\.sources: .*directories or http://, https://"),
+        ("ingest", "sources", [""], r"ingest\.sources: .*an empty source"),
+        ("ingest", "max_mib", 0, r"ingest\.max_mib: Input should be greater than or equal to 1"),
+    ],
+)
+def test_values_that_can_only_be_mistakes_are_rejected(
+    tmp_path, raw_params, section, key, value, expected
+) -> None:
+    raw_params[section][key] = value
+    with pytest.raises(ParamsError, match=expected):
+        load_params(write(tmp_path, raw_params))
+
+
+def test_a_malformed_file_is_one_line(tmp_path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  epochs: 3\n  epochs: 4\n")  # a duplicate key, as DVC refuses it
+    with pytest.raises(ParamsError, match="not valid YAML") as error:
+        load_params(bad)
+    assert "\n" not in str(error.value)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dvc, run, set_params
+from conftest import dvc, ran_stages, run, set_params
 from pipeline.params import ReviewParams
 from pipeline.report import (
     MARKER,
@@ -296,11 +296,13 @@ def test_report_against_a_committed_run(project: Path) -> None:
     assert dvc_params == {"params.yaml": {"train.epochs": {"old": 3, "new": 1, "diff": -2}}}
     assert "![Loss per epoch](reports/train/loss.png)" in text
 
-    # The gate: review.* reruns nothing, and a floor above the new accuracy fails the command.
+    # The gate: review.* reruns only the check of the whole params file, and a floor above the new
+    # accuracy fails the command.
     new_accuracy, old_accuracy = new["test"]["accuracy"], old["test"]["accuracy"]
     assert new_accuracy < 1.0
     floor = round(new_accuracy + (1.0 - new_accuracy) / 2, 4)
     set_params(project, {"review.min_test_accuracy": floor})
+    assert ran_stages(dvc("repro", cwd=project).stdout) == {"validate"}
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 1
@@ -325,7 +327,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
     set_params(project, {"train.epochs": 2})
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 0, result.stderr
-    assert text is not None and "the pipeline is not up to date (`dvc status`: train)" in text
+    assert text is not None and "the pipeline is not up to date (`dvc status`: train, validate)" in text
     result, text = run_report(project, "--base", first_commit)
     assert result.returncode == 1
     message = f"base '{first_commit}' has no metrics: reports/evaluate/metrics.json is not there"

@@ -125,3 +125,36 @@ def test_a_failed_training_leaves_the_previous_model(paths, params_file) -> None
         train.run(paths, params.train)
     assert paths.model.read_bytes() == before
     assert [p.name for p in paths.model.parent.iterdir()] == ["best-model.h5"]
+
+
+def test_a_model_too_big_for_memory_is_one_clear_error() -> None:
+    """Past the schema's bounds (built unchecked here), TensorFlow cannot allocate the kernel."""
+    huge = DenseModelParams.model_construct(
+        architecture="dense", hidden_units=[2_000_000_000], activation="relu", dropout=0.0
+    )
+    with (
+        pytest.raises(
+            train.OutOfMemory, match=r"out of memory building .*shape\[784,2000000000\].*hidden_units"
+        ),
+        train.memory_errors_explained("building the model", "reduce train.model.hidden_units"),
+    ):
+        train.build_model((28, 28), 10, huge)
+
+
+def test_a_diverged_run_keeps_the_previous_model(paths, params_file) -> None:
+    params = load_params(params_file)
+    train.run(paths, params.train)
+    before = paths.model.read_bytes()
+    diverging = load_params(
+        params_file,
+        {
+            "train.optimizer": "sgd",
+            "train.learning_rate": 10.0,
+            "train.model.hidden_units": [256] * 6,
+            "train.model.dropout": 0.0,
+        },
+    )
+    with pytest.raises(train.TrainingDiverged, match="no epoch reached a finite val_loss.*learning_rate"):
+        train.run(paths, diverging.train)
+    assert paths.model.read_bytes() == before
+    assert [p.name for p in paths.model.parent.iterdir()] == ["best-model.h5"]
