@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from scratch import REPO_ROOT, commit, scratch_project
+from scratch import REPO_ROOT, commit, prefect_server, scratch_project
 
 GRID = ["train.model.hidden_units=[16],[48]", "train.epochs=2,3"]
 SET_PARAMS = [arg for value in GRID for arg in ("-S", value)]
@@ -47,41 +43,6 @@ def prepared_project(directory: Path) -> Path:
     subprocess.run([sys.executable, "-m", "dvc", "repro", "--quiet"], cwd=project, check=True)
     commit(project, "a run of the pipeline")
     return project
-
-
-@contextmanager
-def prefect_server(home: Path) -> Iterator[dict[str, str]]:
-    """``prefect server start`` on a free port of 127.0.0.1; the environment that points at it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env |= {
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Prefect server did not start") from None
-                time.sleep(1)
-        yield env
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait()
 
 
 def run(command: list[str], project: Path, env: dict[str, str]) -> float:

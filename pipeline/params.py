@@ -87,12 +87,18 @@ class DenseModelParams(_Section):
     hidden_units: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(max_length=16)
     activation: Literal["relu", "sigmoid", "tanh"]
     dropout: Annotated[float, Field(ge=0, lt=1)]
+    # Batches per compiled Keras call: the speed, never the weights; each family has its own default,
+    # measured by bench/speed.py. No jit_compile: Keras turns XLA off under deterministic ops.
+    steps_per_execution: Annotated[int, Field(ge=1, le=10_000)] = 100
 
     @model_validator(mode="after")
     def _dropout_needs_a_hidden_layer(self) -> DenseModelParams:
         if self.dropout and not self.hidden_units:
             raise ValueError("dropout follows each hidden layer, so it must be 0 when hidden_units is []")
         return self
+
+
+ModelParams = DenseModelParams  # a discriminated union on ``architecture`` once there are more families
 
 
 class EarlyStoppingParams(_Section):
@@ -103,7 +109,7 @@ class EarlyStoppingParams(_Section):
 
 class TrainParams(_Section):
     seed: Seed
-    model: DenseModelParams
+    model: ModelParams
     optimizer: Literal["sgd", "adam", "rmsprop"]
     learning_rate: Annotated[float, Field(gt=0, le=10)] | None
     epochs: Annotated[int, Field(ge=1, le=1000)]

@@ -24,7 +24,7 @@ class Paths:
         return self.root / "data" / "processed"
 
     def split(self, name: str) -> Path:
-        """``train``, ``val`` or ``test`` arrays: ``x`` float32 in [0, 1], ``y`` uint8 labels."""
+        """``train``, ``val`` or ``test`` arrays: ``x`` uint8 pixels, ``y`` uint8 labels."""
         return self.processed_dir / f"{name}.npz"
 
     @property

@@ -1,11 +1,14 @@
-"""Stage 2, preprocess: decode the IDX files, scale to [0, 1] float32, split train/validation.
+"""Stage 2, preprocess: decode the IDX files, check them, split train/validation.
 
-The 10,000 test images stay apart. Also writes the sample figure and per-split class counts.
+The images stay uint8 (a quarter of float32's cache and disk); the model scales them itself
+(:func:`pipeline.models.pixel_scaling`). The 10,000 test images stay apart. Also writes the sample
+figure and per-split class counts.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +39,6 @@ def load_labelled(images_path: Path, labels_path: Path) -> Split:
     if labels.size and labels.max() >= len(CLASS_NAMES):
         raise IdxError(f"{labels_path}: label {labels.max()} out of range 0..{len(CLASS_NAMES) - 1}")
     return Split(images, labels)
-
-
-def scale(images: np.ndarray) -> np.ndarray:
-    """Pixel bytes to float32 in [0, 1]: the one preprocessing step every consumer shares."""
-    return images.astype(np.float32) / np.float32(255.0)
 
 
 def split_train_val(
@@ -78,15 +76,13 @@ def run(paths: Paths, *, test_size: float, random_state: int, stratify: bool) ->
     train_full = load_labelled(raw / TRAIN_IMAGES, raw / TRAIN_LABELS)
     test_raw = load_labelled(raw / TEST_IMAGES, raw / TEST_LABELS)
     train, val = split_train_val(
-        Split(scale(train_full.x), train_full.y),
-        test_size=test_size,
-        random_state=random_state,
-        stratify=stratify,
+        train_full, test_size=test_size, random_state=random_state, stratify=stratify
     )
-    splits = {"train": train, "val": val, "test": Split(scale(test_raw.x), test_raw.y)}
+    splits = {"train": train, "val": val, "test": test_raw}
     for name, split in splits.items():
         save_split(paths.split(name), split)
         log.info("%s: %d images %s", paths.split(name), len(split.y), split.x.shape[1:])
     figures.save(figures.sample_grid(train_full.x, train_full.y, CLASS_NAMES), paths.samples_png)
     atomic.write_text(paths.class_counts_csv, class_counts(splits).to_csv())
+    log.info("peak memory %.0f MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return splits

@@ -1,4 +1,7 @@
-"""Stage 3, train: build the Keras model from params and keep its best epoch in ``best-model.h5``."""
+"""Stage 3, train: build the Keras model from params and keep its best epoch in ``best-model.h5``.
+
+The uint8 splits go to ``model.fit`` as they are; the model scales its input itself.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline import atomic, figures
+from pipeline import atomic, figures, models
 from pipeline.dataset import CLASS_NAMES
 from pipeline.errors import PipelineError
-from pipeline.params import DenseModelParams, Params, TrainParams
+from pipeline.params import Params, TrainParams
 from pipeline.paths import Paths
 from pipeline.splits import Split, load_split
 
@@ -37,18 +40,6 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_model(input_shape: tuple[int, ...], num_classes: int, params: DenseModelParams) -> keras.Model:
-    """Flatten, then ``Dense(units, activation)`` and optional ``Dropout`` per hidden layer, softmax."""
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Flatten(name="flatten")(inputs)
-    for number, units in enumerate(params.hidden_units, start=1):
-        x = keras.layers.Dense(units, activation=params.activation, name=f"hidden_{number}")(x)
-        if params.dropout:
-            x = keras.layers.Dropout(params.dropout, name=f"dropout_{number}")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
-    return keras.Model(inputs, outputs, name="fashion_dense")
-
-
 def make_optimizer(name: str, learning_rate: float | None) -> keras.optimizers.Optimizer:
     """The named optimizer; ``learning_rate=None`` keeps Keras's default for it."""
     kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
@@ -63,6 +54,7 @@ def fit(
         optimizer=make_optimizer(params.optimizer, params.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=params.model.steps_per_execution,
     )
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True),
@@ -180,7 +172,7 @@ def run(paths: Paths, params: TrainParams) -> pd.DataFrame:
     with memory_errors_explained(
         "building or training the model", "reduce train.model.hidden_units or train.batch_size"
     ):
-        model = build_model(train.x.shape[1:], len(CLASS_NAMES), params.model)
+        model = models.make_model(train.x.shape[1:], len(CLASS_NAMES), params.model)
         model.summary(print_fn=log.info)
         with atomic.atomic_path(paths.model) as checkpoint:
             history = fit(model, train, val, params, checkpoint)

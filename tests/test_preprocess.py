@@ -1,4 +1,4 @@
-"""Preprocess: decode, validate, scale and split the raw files; write the figure and class counts."""
+"""Preprocess: decode, validate and split the raw files (uint8); write the figure and class counts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pipeline.dataset import CLASS_NAMES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABEL
 from pipeline.idx import IdxError, encode_idx
 from pipeline.ingest import ingest
 from pipeline.paths import Paths
-from pipeline.preprocess import load_labelled, run, scale
+from pipeline.preprocess import load_labelled, run
 from pipeline.splits import load_split
 
 
@@ -23,25 +23,21 @@ def paths(tmp_path, synthetic_source) -> Paths:
     return paths
 
 
-def test_scale_maps_bytes_to_unit_float32() -> None:
-    scaled = scale(np.array([[0, 51, 255]], dtype=np.uint8))
-    assert scaled.dtype == np.float32
-    np.testing.assert_allclose(scaled, [[0.0, 0.2, 1.0]])
-
-
-def test_run_writes_scaled_splits_with_the_test_set_apart(paths) -> None:
+def test_run_writes_uint8_splits_of_the_raw_pixels_with_the_test_set_apart(paths) -> None:
     run(paths, test_size=0.2, random_state=42, stratify=False)
     train, val, test = (load_split(paths.split(name)) for name in ("train", "val", "test"))
     assert (len(train.y), len(val.y), len(test.y)) == (240, 60, 100)
     for split in (train, val, test):
-        assert split.x.dtype == np.float32 and split.x.shape[1:] == (28, 28)
-        assert split.x.min() >= 0.0 and split.x.max() <= 1.0
+        assert split.x.dtype == np.uint8 and split.x.shape[1:] == (28, 28)
         assert split.y.dtype == np.uint8
     assert paths.samples_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     counts = pd.read_csv(paths.class_counts_csv, index_col="class")
     assert list(counts.index) == [*CLASS_NAMES, "total"]
     assert counts.loc["total"].to_dict() == {"train": 240, "val": 60, "test": 100}
     assert (counts.loc[list(CLASS_NAMES), "test"] == 10).all()
+    raw = load_labelled(paths.raw_dir / TRAIN_IMAGES, paths.raw_dir / TRAIN_LABELS)
+    stored = np.concatenate([train.x, val.x])
+    assert sorted(map(bytes, stored)) == sorted(map(bytes, raw.x))  # the pixels as they came, split
 
 
 def test_split_is_deterministic_and_follows_random_state(paths) -> None:

@@ -32,7 +32,7 @@ def test_debian_files_verify_and_split_like_the_tutorial(tmp_path: Path) -> None
     preprocess(paths, **params.preprocess.model_dump())
     train, val, test = (load_split(paths.split(name)) for name in ("train", "val", "test"))
     assert (len(train.y), len(val.y), len(test.y)) == (48000, 12000, 10000)
-    assert train.x.shape[1:] == (28, 28) and train.x.dtype == np.float32
+    assert train.x.shape[1:] == (28, 28) and train.x.dtype == np.uint8
     assert np.bincount(test.y).tolist() == [1000] * len(CLASS_NAMES)
 
 

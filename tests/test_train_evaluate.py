@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from pipeline import evaluate, train
+from pipeline import evaluate, models, train
 from pipeline.dataset import CLASS_NAMES
 from pipeline.ingest import ingest
 from pipeline.params import DenseModelParams, load_params
@@ -35,16 +35,44 @@ def paths(tmp_path, synthetic_source) -> Paths:
         ([32, 16], 0.0, ["flatten", "hidden_1", "hidden_2", "output"]),
     ],
 )
-def test_build_model_covers_the_tutorials_architectures(hidden_units, dropout, layers) -> None:
+def test_make_model_covers_the_tutorials_architectures(hidden_units, dropout, layers) -> None:
     params = DenseModelParams(
         architecture="dense", hidden_units=hidden_units, activation="sigmoid", dropout=dropout
     )
-    model = train.build_model((28, 28), 10, params)
-    assert [layer.name for layer in model.layers[1:]] == layers
+    model = models.make_model((28, 28), 10, params)
+    assert [layer.name for layer in model.layers[1:]] == ["scale_pixels", *layers]
+    assert model.input.dtype == "uint8"
     assert model.output_shape == (None, 10)
     assert model.layers[-1].activation.__name__ == "softmax"
     if hidden_units:
         assert model.get_layer("hidden_1").activation.__name__ == "sigmoid"
+
+
+def test_the_model_scales_uint8_pixels_exactly_as_dividing_by_255(tmp_path) -> None:
+    """Bit for bit the tutorial's ``x / 255.0`` as Keras feeds it (float32), also after a save and a
+    safe load of the ``.h5``."""
+    params = DenseModelParams(architecture="dense", hidden_units=[], activation="relu", dropout=0.0)
+    model = models.make_model((16, 16), 10, params)
+    model.save(tmp_path / "model.h5")
+    restored = keras.models.load_model(tmp_path / "model.h5", safe_mode=True)
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    for candidate in (model, restored):
+        scaling = keras.Model(candidate.input, candidate.get_layer("scale_pixels").output)
+        scaled = scaling.predict(pixels, verbose=0)
+        assert scaled.dtype == np.float32
+        np.testing.assert_array_equal(scaled, (pixels / 255.0).astype(np.float32))
+    np.testing.assert_array_equal(model.predict(pixels, verbose=0), restored.predict(pixels, verbose=0))
+
+
+def test_steps_per_execution_changes_the_speed_not_the_weights(tmp_path, paths, params_file) -> None:
+    weights = []
+    for steps in (1, 3, 100):
+        params = load_params(params_file, {"train.model.steps_per_execution": steps, "train.epochs": 2})
+        train.run(paths, params.train)
+        weights.append(keras.models.load_model(paths.model).get_weights())
+    for other in weights[1:]:
+        for expected, actual in zip(weights[0], other, strict=True):
+            np.testing.assert_array_equal(expected, actual)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +103,7 @@ def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, par
     best_val_loss = history["val_loss"].min()
     metrics = evaluate.run(paths, params.evaluate)
     assert metrics["val"]["loss"] == pytest.approx(best_val_loss, rel=1e-5)
-    assert restored.count_params() == train.build_model((28, 28), 10, params.train.model).count_params()
+    assert restored.count_params() == models.make_model((28, 28), 10, params.train.model).count_params()
     on_disk = json.loads(paths.metrics_json.read_text())
     assert on_disk == metrics
     assert set(on_disk["test"]["per_class"]) == set(CLASS_NAMES)
@@ -138,7 +166,7 @@ def test_a_model_too_big_for_memory_is_one_clear_error() -> None:
         ),
         train.memory_errors_explained("building the model", "reduce train.model.hidden_units"),
     ):
-        train.build_model((28, 28), 10, huge)
+        models.make_model((28, 28), 10, huge)
 
 
 def test_a_diverged_run_keeps_the_previous_model(paths, params_file) -> None:
