@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -171,6 +172,21 @@ def snapshot(project: Path) -> dict[str, bytes]:
         for path in sorted(project.rglob("*"))
         if path.is_file() and not any(path.is_relative_to(folder) for folder in internal)
     }
+
+
+def experiments(project: Path) -> dict[str, dict]:
+    """Each experiment ``dvc exp show`` lists: its params and metrics by name."""
+    rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    found = {}
+    for row in rows:
+        for experiment in row.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                found[revision["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": data["metrics"]["reports/evaluate/metrics.json"]["data"],
+                }
+    return found
 
 
 def ran_stages(output: str) -> set[str]:

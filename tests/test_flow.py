@@ -32,7 +32,16 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogHandler
 from prefect.states import State
 
-from conftest import REPO_ROOT, commit_all, dvc, ran_stages, set_params, snapshot, stage_outputs
+from conftest import (
+    REPO_ROOT,
+    commit_all,
+    dvc,
+    experiments,
+    ran_stages,
+    set_params,
+    snapshot,
+    stage_outputs,
+)
 from flows import reports
 from flows.cli import overrides_from
 from flows.params_update import key_value, write_params
@@ -80,19 +89,20 @@ def log_messages(state: State) -> str:
     return "\n".join(log.message for log in logs)
 
 
-def experiments(project: Path) -> dict[str, dict]:
-    """Each experiment ``dvc exp show`` lists: its params and metrics by name."""
-    rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
-    found = {}
-    for row in rows:
-        for experiment in row.get("experiments") or []:
-            for revision in experiment["revs"]:
-                data = revision["data"]
-                found[revision["name"]] = {
-                    "params": data["params"]["params.yaml"]["data"],
-                    "metrics": data["metrics"]["reports/evaluate/metrics.json"]["data"],
-                }
-    return found
+LONG_RUN_EPOCHS = 300
+
+
+def start_long_run(project: Path, env: dict[str, str], **popen: object) -> subprocess.Popen:
+    """``python -m flows run`` with enough epochs to be stopped while it trains; output on stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows", "run", "--override", f"train.epochs={LONG_RUN_EPOCHS}"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def locked_paths(project: Path, mode: str) -> list[str]:
@@ -319,18 +329,10 @@ def test_an_interrupted_override_run_puts_params_back_and_stops_its_stage(
     """SIGTERM is what a Prefect worker sends a cancelled run, and what ``kill`` sends by default."""
     dvc("repro", cwd=project)
     before = snapshot(project)
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "flows", "run", "--override", "train.epochs=30"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = start_long_run(project, {**os.environ, "PREFECT_API_URL": prefect_api})
     try:
         wait_until(lambda: training(project), "the flow trains", run)
-        assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 30
+        assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == LONG_RUN_EPOCHS
         run.send_signal(signal.SIGTERM)
         output, _ = run.communicate(timeout=WAIT_S)
     finally:
@@ -348,15 +350,7 @@ def test_a_killed_run_stops_its_stage_and_the_next_run_puts_back_what_it_left(
     """SIGKILL leaves no chance to clean up: the stage stops itself, the next run restores the rest."""
     dvc("repro", cwd=project)
     before = snapshot(project)
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "flows", "run", "--override", "train.epochs=30"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = start_long_run(project, {**os.environ, "PREFECT_API_URL": prefect_api})
     try:
         wait_until(lambda: stage_running(project, "train"), "the train command runs", run)
     finally:
@@ -364,7 +358,7 @@ def test_a_killed_run_stops_its_stage_and_the_next_run_puts_back_what_it_left(
         run.communicate(timeout=WAIT_S)
     # The stage lost its flow (the other end of its log connection) and stopped by itself.
     wait_until(lambda: stage_processes(project) == [], "the orphaned stage stops")
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 30
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == LONG_RUN_EPOCHS
     assert not Paths(project).model.exists()  # DVC removed it before training
 
     state = run_flow(project)
@@ -385,15 +379,8 @@ def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "flows", "run", "--override", "train.epochs=300"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group, as a terminal gives a command
-        )
+        # its own process group, as a terminal gives a command
+        return start_long_run(project, env, start_new_session=True)
 
     run = start()
     try:

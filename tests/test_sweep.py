@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.states import State
 
-from conftest import commit_all, dvc, run, snapshot
+from conftest import commit_all, dvc, experiments, run, snapshot
 from flows.sweep_flow import (
     SWEEP_ARTIFACT,
     SweepError,
@@ -39,21 +39,6 @@ from flows.sweep_flow import (
 from flows.workspace import RUNS_DIR
 
 GRID_2X2 = ["train.model.hidden_units=[8],[16]", "train.epochs=2,3"]
-
-
-def experiments(project: Path) -> dict[str, dict]:
-    """Each experiment ``dvc exp show`` lists: its params and metrics by name."""
-    rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
-    found = {}
-    for row in rows:
-        for experiment in row.get("experiments") or []:
-            for revision in experiment["revs"]:
-                data = revision["data"]
-                found[revision["name"]] = {
-                    "params": data["params"]["params.yaml"]["data"],
-                    "metrics": data["metrics"]["reports/evaluate/metrics.json"]["data"],
-                }
-    return found
 
 
 def stage_task_states(sweep: State, stage: str) -> list[str]:
