@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore")
+PROJECT_FILES = ("pipeline", "flows", "presets", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore")
 
 
 def scratch_project(directory: Path) -> Path:

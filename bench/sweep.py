@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from scratch import REPO_ROOT, commit, prefect_server, scratch_project
 
-GRID = ["train.model.hidden_units=[16],[48]", "train.epochs=2,3"]
+GRID = ["train.model.dense.hidden_units=[16],[48]", "train.epochs=2,3"]
 SET_PARAMS = [arg for value in GRID for arg in ("-S", value)]
 CONTENDERS = {
     "flows sweep, one at a time": [sys.executable, "-m", "flows", "sweep", *SET_PARAMS, "--in-process"],

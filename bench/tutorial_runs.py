@@ -37,7 +37,7 @@ RUNS = (
     TutorialRun(
         "softmax-only",
         "softmax only, rmsprop, 5 epochs",
-        {"model": {"hidden_units": [], "dropout": 0.0}, "optimizer": "rmsprop", "epochs": 5},
+        {"model": {"dense": {"hidden_units": [], "dropout": 0.0}}, "optimizer": "rmsprop", "epochs": 5},
         0.8506,
     ),
     TutorialRun(

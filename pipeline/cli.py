@@ -57,6 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "restore", help="put back a stage's outputs as dvc.lock records them, after a failed run"
     )
     restore.add_argument("stage", choices=STAGES[1:], help="the stage whose outputs to put back")
+    predict = commands.add_parser(
+        "predict",
+        help="classify image files (PNG, JPEG, ...), .npy arrays and IDX files with the trained model",
+        description="One line per image: path, class, probability, the top-k classes (tab-separated).",
+    )
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help="image, .npy or IDX files")
+    predict.add_argument(
+        "--model", type=Path, default=Paths().keras_model, help="a .keras model (default: models/model.keras)"
+    )
+    predict.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line instead")
     args = parser.parse_args(argv)
 
     try:
@@ -72,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             restore(Path("."), args.stage)
             return 0
+        if args.command == "predict":
+            from pipeline import predict
+
+            return predict.run(args.inputs, args.model, args.top_k, args.json)
         params = load_params(args.params)
         if args.command == "report":
             from pipeline import report

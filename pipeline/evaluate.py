@@ -1,10 +1,14 @@
-"""Stage 4, evaluate: score the checkpointed best model on the validation and test splits."""
+"""Stage 4, evaluate: score the checkpointed best model on the validation and test splits.
+
+Loss and accuracy come from ``best-model.h5`` (the tutorial's ``model.evaluate``); the test
+predictions come from ``model.keras`` through :func:`pipeline.predict.classify`, as users get them,
+and must agree with the checkpoint's.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -12,30 +16,19 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
-from pipeline import atomic, figures
+from pipeline import atomic, figures, model_file
 from pipeline.dataset import CLASS_NAMES
 from pipeline.errors import PipelineError
 from pipeline.params import EvaluateParams, Params
 from pipeline.paths import Paths
+from pipeline.predict import Classifier, Prediction, classify
 from pipeline.splits import Split, load_split
 
 log = logging.getLogger(__name__)
 
 
-class UnsafeModelError(PipelineError):
-    """The model file is not one this pipeline trained, or would run code when loaded."""
-
-
-def load_trusted(path: Path) -> keras.Model:
-    """Load a model file without running any code it carries (it may come from a shared DVC remote)."""
-    try:
-        return keras.models.load_model(path, safe_mode=True)
-    except (ValueError, TypeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsafeModelError(
-            f"{path}: refused, not a model this pipeline trains or unsafe to load ({first_line}); "
-            "train it again with `dvc repro train`"
-        ) from None
+class ExportMismatch(PipelineError):
+    """``model.keras`` does not classify the test set as the checkpoint does."""
 
 
 def loss_and_accuracy(model: keras.Model, split: Split, batch_size: int) -> dict[str, float]:
@@ -44,8 +37,18 @@ def loss_and_accuracy(model: keras.Model, split: Split, batch_size: int) -> dict
     return {"loss": float(scores["loss"]), "accuracy": float(scores["accuracy"])}
 
 
-def predict_classes(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
+def check_export_agrees(
+    checkpoint: keras.Model, exported: list[Prediction], test: Split, batch_size: int
+) -> None:
+    """The ``.keras`` export must give every test image the class the ``.h5`` checkpoint gives it."""
+    expected = np.argmax(checkpoint.predict(test.x, batch_size=batch_size, verbose=0), axis=-1)
+    differ = int(np.count_nonzero(expected != [prediction.label for prediction in exported]))
+    if differ:
+        raise ExportMismatch(
+            f"models/model.keras and models/best-model.h5 disagree on {differ} of {len(expected)} test "
+            "images; export the model again with `dvc repro -f train`"
+        )
+    log.info("model.keras agrees with best-model.h5 on all %d test images", len(expected))
 
 
 def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, dict[str, float]]:
@@ -66,9 +69,16 @@ def main(params: Params, paths: Paths) -> None:
 
 def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
     """Write ``metrics.json``, the test predictions CSV, the confusion matrix and F1 figures."""
-    model = load_trusted(paths.model)
+    model = model_file.load(paths.model)
+    classifier = Classifier.load(paths.keras_model)
+    if classifier.class_names != CLASS_NAMES:
+        raise ExportMismatch(
+            f"{paths.keras_model}: class names {classifier.class_names} are not {CLASS_NAMES}"
+        )
     val, test = load_split(paths.split("val")), load_split(paths.split("test"))
-    y_pred = predict_classes(model, test.x, params.batch_size)
+    exported = classify(test.x, classifier, top_k=1, batch_size=params.batch_size)
+    check_export_agrees(model, exported, test, params.batch_size)
+    y_pred = np.array([prediction.label for prediction in exported])
     per_class = per_class_scores(test.y, y_pred)
     metrics = {
         "val": loss_and_accuracy(model, val, params.batch_size),

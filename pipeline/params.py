@@ -80,16 +80,19 @@ class PreprocessParams(_Section):
     stratify: bool = False
 
 
+StepsPerExecution = Annotated[int, Field(ge=1, le=10_000)]
+DropoutRate = Annotated[float, Field(ge=0, lt=1)]
+
+
 class DenseModelParams(_Section):
     """The tutorial's family: Flatten, then ``Dense(units, activation)`` + ``Dropout`` per hidden layer."""
 
-    architecture: Literal["dense"]
-    hidden_units: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(max_length=16)
-    activation: Literal["relu", "sigmoid", "tanh"]
-    dropout: Annotated[float, Field(ge=0, lt=1)]
+    hidden_units: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default=[100], max_length=16)
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+    dropout: DropoutRate = 0.3
     # Batches per compiled Keras call: the speed, never the weights; each family has its own default,
     # measured by bench/speed.py. No jit_compile: Keras turns XLA off under deterministic ops.
-    steps_per_execution: Annotated[int, Field(ge=1, le=10_000)] = 100
+    steps_per_execution: StepsPerExecution = 100
 
     @model_validator(mode="after")
     def _dropout_needs_a_hidden_layer(self) -> DenseModelParams:
@@ -98,7 +101,61 @@ class DenseModelParams(_Section):
         return self
 
 
-ModelParams = DenseModelParams  # a discriminated union on ``architecture`` once there are more families
+class AugmentParams(_Section):
+    """Seeded random changes to each training batch (never to validation, test or predict)."""
+
+    shift: Annotated[float, Field(ge=0, le=0.5)] = 0.0  # largest shift, as a fraction of the side
+    flip: bool = False  # mirror left-right at random
+
+
+IMAGE_SIDE = 28
+MAX_CNN_BLOCKS = 4  # each block halves the 28x28 maps: 14, 7, 3, 1
+
+
+class CnnModelParams(_Section):
+    """Convolutional blocks (``convs_per_block`` x Conv2D, BatchNorm, MaxPool, Dropout), then a dense head."""
+
+    filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(default=[32, 64], min_length=1)
+    convs_per_block: Annotated[int, Field(ge=1, le=4)] = 2
+    kernel_size: Annotated[int, Field(ge=1, le=IMAGE_SIDE)] = 3
+    batch_norm: bool = True
+    block_dropout: DropoutRate = 0.1
+    dense_units: Annotated[int, Field(ge=0, le=65_536)] = 256  # 0: softmax right after the blocks
+    dense_dropout: DropoutRate = 0.3
+    augment: AugmentParams = AugmentParams()
+    # mixed_bfloat16 computes in bfloat16 and keeps float32 weights and softmax (Keras's policy);
+    # about as fast as float32 on this CPU (which has bfloat16 instructions); CPUs without them emulate it.
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    steps_per_execution: StepsPerExecution = 10
+
+    @model_validator(mode="after")
+    def _a_valid_network(self) -> CnnModelParams:
+        if len(self.filters) > MAX_CNN_BLOCKS:
+            raise ValueError(
+                f"filters has {len(self.filters)} blocks; each halves the {IMAGE_SIDE}x{IMAGE_SIDE} "
+                f"maps, so at most {MAX_CNN_BLOCKS} fit"
+            )
+        if self.dense_dropout and not self.dense_units:
+            raise ValueError("dense_dropout follows the dense head, so it must be 0 when dense_units is 0")
+        return self
+
+
+class ModelParams(_Section):
+    """``architecture`` names the family to train; each family keeps its own typed section.
+
+    Both sections stay in ``params.yaml`` so one override switches family
+    (``dvc exp run -S train.model.architecture=cnn``): DVC's ``-S`` merges mappings, so a section that
+    changed shape with the architecture could not be switched from the command line.
+    """
+
+    architecture: Literal["dense", "cnn"]
+    dense: DenseModelParams = DenseModelParams()
+    cnn: CnnModelParams = CnnModelParams()
+
+    @property
+    def family(self) -> DenseModelParams | CnnModelParams:
+        """The selected family's params."""
+        return getattr(self, self.architecture)
 
 
 class EarlyStoppingParams(_Section):
@@ -110,10 +167,14 @@ class EarlyStoppingParams(_Section):
 class TrainParams(_Section):
     seed: Seed
     model: ModelParams
-    optimizer: Literal["sgd", "adam", "rmsprop"]
+    optimizer: Literal["sgd", "adam", "rmsprop", "adamw"]
     learning_rate: Annotated[float, Field(gt=0, le=10)] | None
+    # constant, or cosine decay from learning_rate to 0 over all the epochs' steps
+    learning_rate_schedule: Literal["constant", "cosine"] = "constant"
     epochs: Annotated[int, Field(ge=1, le=1000)]
     batch_size: BatchSize
+    # Inference batch of the per-epoch validation: the speed, never the weights.
+    validation_batch_size: BatchSize | None = None
     early_stopping: EarlyStoppingParams
 
 

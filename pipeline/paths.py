@@ -29,7 +29,13 @@ class Paths:
 
     @property
     def model(self) -> Path:
+        """The best epoch's checkpoint, in the tutorial's HDF5 format."""
         return self.root / "models" / "best-model.h5"
+
+    @property
+    def keras_model(self) -> Path:
+        """The same model as a self-contained ``.keras`` file with the class names: what predict loads."""
+        return self.root / "models" / "model.keras"
 
     @property
     def reports_dir(self) -> Path:

@@ -1,12 +1,15 @@
 """Stage 3, train: build the Keras model from params and keep its best epoch in ``best-model.h5``.
 
-The uint8 splits go to ``model.fit`` as they are; the model scales its input itself.
+The uint8 splits go to ``model.fit`` as they are; the model scales its input itself. The best epoch
+is also exported as ``model.keras``, which carries the class names: all ``predict`` needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline import atomic, figures, models
+from pipeline import atomic, figures, model_file, models
 from pipeline.dataset import CLASS_NAMES
 from pipeline.errors import PipelineError
 from pipeline.params import Params, TrainParams
@@ -31,6 +34,7 @@ _OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
     "adam": keras.optimizers.Adam,
     "rmsprop": keras.optimizers.RMSprop,
+    "adamw": keras.optimizers.AdamW,
 }
 
 
@@ -40,21 +44,36 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(name: str, learning_rate: float | None) -> keras.optimizers.Optimizer:
-    """The named optimizer; ``learning_rate=None`` keeps Keras's default for it."""
-    kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
-    return _OPTIMIZERS[name](**kwargs)
+def make_optimizer(
+    name: str, learning_rate: float | None, schedule: str = "constant", total_steps: int = 1
+) -> keras.optimizers.Optimizer:
+    """The named optimizer; ``learning_rate=None`` keeps Keras's default for it.
+
+    ``schedule="cosine"`` decays the rate to 0 over ``total_steps`` (``CosineDecay``).
+    """
+    optimizer = _OPTIMIZERS[name]
+    if learning_rate is None:
+        learning_rate = inspect.signature(optimizer).parameters["learning_rate"].default
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    return optimizer(learning_rate=learning_rate)
 
 
 def fit(
     model: keras.Model, train: Split, val: Split, params: TrainParams, checkpoint_path: Path
 ) -> pd.DataFrame:
     """Train with validation; ``ModelCheckpoint(save_best_only=True)`` keeps the lowest val_loss."""
+    steps_per_epoch = math.ceil(len(train.y) / params.batch_size)
     model.compile(
-        optimizer=make_optimizer(params.optimizer, params.learning_rate),
+        optimizer=make_optimizer(
+            params.optimizer,
+            params.learning_rate,
+            params.learning_rate_schedule,
+            total_steps=params.epochs * steps_per_epoch,
+        ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=params.model.steps_per_execution,
+        steps_per_execution=params.model.family.steps_per_execution,
     )
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True),
@@ -79,6 +98,7 @@ def fit(
             validation_data=(val.x, val.y),
             epochs=params.epochs,
             batch_size=params.batch_size,
+            validation_batch_size=params.validation_batch_size,
             callbacks=callbacks,
             verbose=0,  # EpochLog: one log line per epoch, which the Prefect flow also receives
         )
@@ -142,12 +162,12 @@ def memory_errors_explained(doing: str, fix: str) -> Iterator[None]:
         raise OutOfMemory(f"out of memory {doing} ({detail}); {fix}") from None
 
 
-def check_converged(history: pd.DataFrame, checkpoint: Path, learning_rate: float | None) -> None:
-    """Refuse a diverged run before its checkpoint can replace a good model."""
+def check_converged(history: pd.DataFrame, checkpoint: Path, learning_rate: float | None) -> keras.Model:
+    """Refuse a diverged run before its checkpoint can replace a good model; the best model otherwise."""
     finite = np.isfinite(history["val_loss"].to_numpy(dtype=float))
     model = keras.models.load_model(checkpoint, compile=False, safe_mode=True) if finite.any() else None
     weights = model.get_weights() if model else []
-    if not finite.any() or not all(np.isfinite(layer).all() for layer in weights):
+    if model is None or not all(np.isfinite(layer).all() for layer in weights):
         rate = "the optimizer's default" if learning_rate is None else learning_rate
         raise TrainingDiverged(
             f"training diverged: no epoch reached a finite val_loss (learning rate {rate}), so the "
@@ -158,6 +178,7 @@ def check_converged(history: pd.DataFrame, checkpoint: Path, learning_rate: floa
             "training stopped at epoch %d: the loss became NaN; the checkpoint keeps the best epoch before",
             len(history),
         )
+    return model
 
 
 def main(params: Params, paths: Paths) -> None:
@@ -166,17 +187,20 @@ def main(params: Params, paths: Paths) -> None:
 
 
 def run(paths: Paths, params: TrainParams) -> pd.DataFrame:
-    """Read the train/val splits, write the best model, the history CSV and the learning curves."""
+    """Read the train/val splits; write the best model (``.h5`` and ``.keras``), the history CSV and
+    the learning curves."""
     seed_everything(params.seed)
     train, val = load_split(paths.split("train")), load_split(paths.split("val"))
     with memory_errors_explained(
-        "building or training the model", "reduce train.model.hidden_units or train.batch_size"
+        "building or training the model",
+        f"reduce train.batch_size or the layer sizes in train.model.{params.model.architecture}",
     ):
         model = models.make_model(train.x.shape[1:], len(CLASS_NAMES), params.model)
         model.summary(print_fn=log.info)
         with atomic.atomic_path(paths.model) as checkpoint:
             history = fit(model, train, val, params, checkpoint)
-            check_converged(history, checkpoint, params.learning_rate)
+            best_model = check_converged(history, checkpoint, params.learning_rate)
+            model_file.save_keras(best_model, paths.keras_model, CLASS_NAMES)
     best = history.loc[history["val_loss"].idxmin()]
     log.info(
         "best epoch %d of %d: val_loss %.4f, val_accuracy %.4f -> %s",

@@ -27,7 +27,7 @@ from pipeline.paths import Paths
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 # What a project copy needs to run the pipeline and the flow; data and outputs are made fresh.
-PROJECT_FILES = ("pipeline", "flows", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore")
+PROJECT_FILES = ("pipeline", "flows", "presets", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore")
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -93,7 +93,7 @@ def tiny_params(source: SyntheticSource) -> dict:
     params["ingest"]["sources"] = [str(source.directory)]
     params["ingest"]["sha256"] = dict(source.sha256)
     params["ingest"]["retries"] = 0
-    params["train"]["model"]["hidden_units"] = [16]
+    params["train"]["model"]["dense"]["hidden_units"] = [16]
     params["train"]["epochs"] = 3
     params["train"]["batch_size"] = 32
     return params

@@ -18,13 +18,13 @@ def pipeline_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_bad_params_fail_before_any_work_with_one_line(tmp_path, params_file) -> None:
     params = yaml.safe_load(params_file.read_text())
-    params["train"]["optimizer"] = "adamw"
+    params["train"]["optimizer"] = "lion"
     params_file.write_text(yaml.safe_dump(params))
     result = pipeline_cli("ingest", "--params", str(params_file), cwd=tmp_path)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1, result.stderr
-    assert "ingest failed" in errors[0] and "train.optimizer" in errors[0] and "'adamw'" in errors[0]
+    assert "ingest failed" in errors[0] and "train.optimizer" in errors[0] and "'lion'" in errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists()
 

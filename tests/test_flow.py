@@ -530,8 +530,8 @@ def test_write_params_edits_only_the_changed_values(tmp_path: Path) -> None:
 
 def test_a_params_file_means_overrides_of_the_keys_it_holds(tmp_path: Path) -> None:
     other = tmp_path / "other.yaml"
-    other.write_text("train:\n  epochs: 7\n  model:\n    hidden_units: [8, 4]\n")
-    assert overrides_from(other, []) == {"train.epochs": 7, "train.model.hidden_units": [8, 4]}
+    other.write_text("train:\n  epochs: 7\n  model:\n    dense:\n      hidden_units: [8, 4]\n")
+    assert overrides_from(other, []) == {"train.epochs": 7, "train.model.dense.hidden_units": [8, 4]}
     assert overrides_from(other, [("train.epochs", "9")])["train.epochs"] == "9"  # --override wins
     other.write_text("train:\n  epochz: 7\n")
     with pytest.raises(ParamsError, match=r"other\.yaml: unknown param 'train\.epochz'"):
@@ -542,7 +542,7 @@ def test_a_params_file_means_overrides_of_the_keys_it_holds(tmp_path: Path) -> N
     ("text", "pair"),
     [
         ("train.epochs=3", ("train.epochs", "3")),
-        ("train.model.hidden_units=[8, 4]", ("train.model.hidden_units", "[8, 4]")),
+        ("train.model.dense.hidden_units=[8, 4]", ("train.model.dense.hidden_units", "[8, 4]")),
     ],
 )
 def test_override_arguments_split_at_the_first_equals_sign(text: str, pair: tuple[str, str]) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from pipeline.params import ParamsError, load_params
+from pipeline.params import ParamsError, leaf_values, load_params, read_raw_params
 
 
 def write(tmp_path: Path, params: dict) -> Path:
@@ -24,9 +25,9 @@ def raw_params() -> dict:
 
 def test_repository_params_reproduce_the_tutorials_best_run() -> None:
     params = load_params(REPO_ROOT / "params.yaml")
-    assert params.train.model.hidden_units == [100]
-    assert params.train.model.activation == "relu"
-    assert params.train.model.dropout == 0.3
+    assert params.train.model.dense.hidden_units == [100]
+    assert params.train.model.dense.activation == "relu"
+    assert params.train.model.dense.dropout == 0.3
     assert params.train.optimizer == "adam"
     assert (params.train.epochs, params.train.batch_size) == (20, 32)
     assert (params.preprocess.test_size, params.preprocess.random_state) == (0.2, 42)
@@ -36,10 +37,11 @@ def test_repository_params_reproduce_the_tutorials_best_run() -> None:
 @pytest.mark.parametrize(
     ("section", "key", "value", "expected"),
     [
-        ("train", "optimizer", "adamw", r"train\.optimizer: .*'sgd', 'adam' or 'rmsprop'.*'adamw'"),
+        ("train", "optimizer", "lion", r"train\.optimizer: .*'sgd', 'adam', 'rmsprop' or 'adamw'.*'lion'"),
         ("train", "epochs", 0, r"train\.epochs: .*greater than or equal to 1"),
         ("train", "epochs", "ten", r"train\.epochs: .*valid integer.*'ten'"),
         ("train", "batch_size", 2.5, r"train\.batch_size"),
+        ("train", "validation_batch_size", 0, r"train\.validation_batch_size: .*greater than or equal to 1"),
         ("preprocess", "test_size", 1.0, r"preprocess\.test_size: .*less than 1"),
         ("preprocess", "stratify", "yes", r"preprocess\.stratify"),
         ("evaluate", "batch_size", -1, r"evaluate\.batch_size"),
@@ -54,23 +56,23 @@ def test_invalid_value_names_the_key(tmp_path, raw_params, section, key, value, 
 
 @pytest.mark.parametrize("dropout", [1.0, -0.1, 1.5])
 def test_dropout_outside_unit_interval_fails(tmp_path, raw_params, dropout) -> None:
-    raw_params["train"]["model"]["dropout"] = dropout
-    with pytest.raises(ParamsError, match=r"train\.model\.dropout"):
+    raw_params["train"]["model"]["dense"]["dropout"] = dropout
+    with pytest.raises(ParamsError, match=r"train\.model\.dense\.dropout"):
         load_params(write(tmp_path, raw_params))
 
 
 def test_activation_lists_the_allowed_values(tmp_path, raw_params) -> None:
-    raw_params["train"]["model"]["activation"] = "gelu"
-    with pytest.raises(ParamsError, match=r"train\.model\.activation: .*'relu', 'sigmoid' or 'tanh'"):
+    raw_params["train"]["model"]["dense"]["activation"] = "gelu"
+    with pytest.raises(ParamsError, match=r"train\.model\.dense\.activation: .*'relu', 'sigmoid' or 'tanh'"):
         load_params(write(tmp_path, raw_params))
 
 
 def test_softmax_only_net_needs_zero_dropout(tmp_path, raw_params) -> None:
-    raw_params["train"]["model"]["hidden_units"] = []
-    with pytest.raises(ParamsError, match=r"train\.model: .*dropout .* must be 0"):
+    raw_params["train"]["model"]["dense"]["hidden_units"] = []
+    with pytest.raises(ParamsError, match=r"train\.model\.dense: .*dropout .* must be 0"):
         load_params(write(tmp_path, raw_params))
-    raw_params["train"]["model"]["dropout"] = 0.0
-    assert load_params(write(tmp_path, raw_params)).train.model.hidden_units == []
+    raw_params["train"]["model"]["dense"]["dropout"] = 0.0
+    assert load_params(write(tmp_path, raw_params)).train.model.dense.hidden_units == []
 
 
 def test_missing_and_unknown_keys(tmp_path, raw_params) -> None:
@@ -101,9 +103,9 @@ def test_malformed_or_missing_file(tmp_path) -> None:
 
 
 def test_overrides_are_validated_like_the_file() -> None:
-    params = load_params(REPO_ROOT / "params.yaml", {"train.epochs": 3, "train.model.dropout": "0.1"})
+    params = load_params(REPO_ROOT / "params.yaml", {"train.epochs": 3, "train.model.dense.dropout": "0.1"})
     assert params.train.epochs == 3
-    assert params.train.model.dropout == 0.1
+    assert params.train.model.dense.dropout == 0.1
     with pytest.raises(ParamsError, match=r"unknown param 'train\.epoch'.*train\.epochs"):
         load_params(REPO_ROOT / "params.yaml", {"train.epoch": 3})
     with pytest.raises(ParamsError, match=r"train\.optimizer"):
@@ -162,3 +164,47 @@ def test_a_malformed_file_is_one_line(tmp_path) -> None:
     with pytest.raises(ParamsError, match="not valid YAML") as error:
         load_params(bad)
     assert "\n" not in str(error.value)
+
+
+def test_one_override_switches_the_model_family() -> None:
+    params = load_params(REPO_ROOT / "params.yaml", {"train.model.architecture": "cnn"})
+    assert params.train.model.family == params.train.model.cnn
+    with pytest.raises(ParamsError, match=r"train\.model\.architecture: .*'dense' or 'cnn'.*'rnn'"):
+        load_params(REPO_ROOT / "params.yaml", {"train.model.architecture": "rnn"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.model.cnn.filters": [8] * 5}, r"train\.model\.cnn: .*5 blocks; each halves the 28x28 maps"),
+        ({"train.model.cnn.filters": []}, r"train\.model\.cnn\.filters: .*at least 1 item"),
+        ({"train.model.cnn.dense_units": 0}, r"train\.model\.cnn: .*dense_dropout .* must be 0"),
+        (
+            {"train.model.cnn.precision": "float16"},
+            r"train\.model\.cnn\.precision: .*'float32' or 'mixed_bfloat16'",
+        ),
+        (
+            {"train.model.cnn.augment.shift": 0.9},
+            r"train\.model\.cnn\.augment\.shift: .*less than or equal to 0\.5",
+        ),
+        (
+            {"train.learning_rate_schedule": "step"},
+            r"train\.learning_rate_schedule: .*'constant' or 'cosine'",
+        ),
+    ],
+)
+def test_a_bad_cnn_combination_fails_before_any_work(overrides, message) -> None:
+    """Checked whichever family is selected: a preset cannot carry a broken section."""
+    with pytest.raises(ParamsError, match=message):
+        load_params(REPO_ROOT / "params.yaml", overrides)
+
+
+@pytest.mark.parametrize("preset", sorted((REPO_ROOT / "presets").glob("*.yaml")), ids=lambda path: path.name)
+def test_each_preset_is_valid_and_its_dvc_command_sets_the_same_values(preset: Path) -> None:
+    """A preset file and the ``dvc exp run -S ...`` line in its header give the same params."""
+    from_file = load_params(REPO_ROOT / "params.yaml", leaf_values(read_raw_params(preset), str(preset)))
+    assert from_file.train.model.architecture == "cnn"
+    command = next(line for line in preset.read_text().splitlines() if "dvc exp run" in line)
+    words = shlex.split(command.lstrip("# "))  # as the shell reads the line
+    pairs = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S")
+    assert load_params(REPO_ROOT / "params.yaml", pairs) == from_file

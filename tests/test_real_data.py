@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
-from conftest import REPO_ROOT, dvc, requires_real_data
+from conftest import REPO_ROOT, dvc, requires_real_data, run
 from pipeline.dataset import CLASS_NAMES
 from pipeline.ingest import ingest
 from pipeline.params import load_params
@@ -46,3 +48,29 @@ def test_short_real_training_through_dvc_repro(project: Path) -> None:
     # The tutorial's net passes 0.84 validation accuracy after one epoch.
     assert metrics["val"]["accuracy"] > 0.82
     assert metrics["test"]["accuracy"] > 0.80
+    predict_real_test_images_as_files(project, metrics["test"]["accuracy"])
+
+
+def predict_real_test_images_as_files(project: Path, test_accuracy: float, count: int = 300) -> None:
+    """``python -m pipeline predict`` on real test images saved as a user would have them: as they
+    are (PNG), and as photos (dark on white, RGB, 4x larger, JPEG). Agreement with the labels stays
+    close to the test accuracy."""
+    test = load_split(project / "data/processed/test.npz")
+    folder = project / "images"
+    folder.mkdir()
+    files, labels = [], []
+    for index in range(count):
+        pixels, label = test.x[index], CLASS_NAMES[test.y[index]]
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+        photo = Image.fromarray(255 - np.kron(pixels, np.ones((4, 4), np.uint8))).convert("RGB")
+        photo.save(folder / f"{index}.jpg", quality=90)
+        files += [folder / f"{index}.png", folder / f"{index}.jpg"]
+        labels += [label, label]
+    result = run(sys.executable, "-m", "pipeline", "predict", "--json", *map(str, files), cwd=project)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["path"] for record in records] == list(map(str, files))
+    for kind in ("png", "jpg"):
+        hits = [
+            r["class"] == label for r, label in zip(records, labels, strict=True) if r["path"].endswith(kind)
+        ]
+        assert np.mean(hits) > test_accuracy - 0.05, kind

@@ -134,7 +134,7 @@ def test_params_table_shows_values_as_yaml_does_and_escapes_pipes() -> None:
     changes = param_changes(
         {
             "params.yaml": {
-                "train.model.hidden_units": {"old": [100], "new": [256, 128]},
+                "train.model.dense.hidden_units": {"old": [100], "new": [256, 128]},
                 "train.learning_rate": {"old": None, "new": 0.001},
                 "train.optimizer": {"old": "adam", "new": "sgd"},
             },
@@ -144,11 +144,11 @@ def test_params_table_shows_values_as_yaml_does_and_escapes_pipes() -> None:
     assert [change.name for change in changes] == [
         "other.yaml:a|b",
         "train.learning_rate",
-        "train.model.hidden_units",
+        "train.model.dense.hidden_units",
         "train.optimizer",
     ]
     rows = table(report(params=changes), "Param")
-    assert rows["train.model.hidden_units"] == ["[100]", "[256, 128]"]
+    assert rows["train.model.dense.hidden_units"] == ["[100]", "[256, 128]"]
     assert rows["train.learning_rate"] == ["null", "0.001"]
     assert rows["train.optimizer"] == ["adam", "sgd"]
     assert "| `other.yaml:a\\|b` | true | false |" in report(params=changes)

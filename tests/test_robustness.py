@@ -46,8 +46,8 @@ def without(files: dict[str, bytes], *names: str) -> dict[str, bytes]:
         ({"train.learning_rate": float("inf")}, r"train\.learning_rate: Input should be a finite number"),
         ({"train.seed": 2**32}, r"train\.seed: Input should be less than or equal to 4294967295"),
         (
-            {"train.model.hidden_units": [1_000_000_000]},
-            r"train\.model\.hidden_units\.0: .*less than or equal",
+            {"train.model.dense.hidden_units": [1_000_000_000]},
+            r"train\.model\.dense\.hidden_units\.0: .*less than or equal",
         ),
         (
             {"review.min_test_accuracy": 2},
@@ -82,8 +82,8 @@ def test_a_diverged_training_writes_no_model_and_restore_puts_back_the_previous(
         {
             "train.optimizer": "sgd",
             "train.learning_rate": 10.0,
-            "train.model.hidden_units": [256] * 6,
-            "train.model.dropout": 0.0,
+            "train.model.dense.hidden_units": [256] * 6,
+            "train.model.dense.dropout": 0.0,
         },
     )
     result = dvc("repro", cwd=built, check=False)
@@ -131,8 +131,9 @@ def mounted(folder: Path, size: str, *, read_only: bool = False) -> Iterator[Non
 def test_a_full_disk_is_one_line_and_restore_puts_the_model_back(built: Path) -> None:
     model = Paths(built).model
     before = model.read_bytes()
-    with mounted(model.parent, str(len(before) + 64 * 1024)):
-        set_params(built, {"train.model.hidden_units": [512]})  # a checkpoint several times larger
+    models_size = sum(path.stat().st_size for path in model.parent.iterdir())
+    with mounted(model.parent, str(models_size + 64 * 1024)):
+        set_params(built, {"train.model.dense.hidden_units": [512]})  # a checkpoint several times larger
         result = dvc("repro", cwd=built, check=False)
         assert result.returncode != 0
         (line,) = errors(result)

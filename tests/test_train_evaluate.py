@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from pipeline import evaluate, models, train
+from pipeline import evaluate, model_file, models, train
 from pipeline.dataset import CLASS_NAMES
 from pipeline.ingest import ingest
 from pipeline.params import DenseModelParams, load_params
@@ -36,10 +36,8 @@ def paths(tmp_path, synthetic_source) -> Paths:
     ],
 )
 def test_make_model_covers_the_tutorials_architectures(hidden_units, dropout, layers) -> None:
-    params = DenseModelParams(
-        architecture="dense", hidden_units=hidden_units, activation="sigmoid", dropout=dropout
-    )
-    model = models.make_model((28, 28), 10, params)
+    params = DenseModelParams(hidden_units=hidden_units, activation="sigmoid", dropout=dropout)
+    model = models.make_dense((28, 28), 10, params)
     assert [layer.name for layer in model.layers[1:]] == ["scale_pixels", *layers]
     assert model.input.dtype == "uint8"
     assert model.output_shape == (None, 10)
@@ -51,8 +49,8 @@ def test_make_model_covers_the_tutorials_architectures(hidden_units, dropout, la
 def test_the_model_scales_uint8_pixels_exactly_as_dividing_by_255(tmp_path) -> None:
     """Bit for bit the tutorial's ``x / 255.0`` as Keras feeds it (float32), also after a save and a
     safe load of the ``.h5``."""
-    params = DenseModelParams(architecture="dense", hidden_units=[], activation="relu", dropout=0.0)
-    model = models.make_model((16, 16), 10, params)
+    params = DenseModelParams(hidden_units=[], activation="relu", dropout=0.0)
+    model = models.make_dense((16, 16), 10, params)
     model.save(tmp_path / "model.h5")
     restored = keras.models.load_model(tmp_path / "model.h5", safe_mode=True)
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
@@ -64,10 +62,17 @@ def test_the_model_scales_uint8_pixels_exactly_as_dividing_by_255(tmp_path) -> N
     np.testing.assert_array_equal(model.predict(pixels, verbose=0), restored.predict(pixels, verbose=0))
 
 
-def test_steps_per_execution_changes_the_speed_not_the_weights(tmp_path, paths, params_file) -> None:
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("train.model.dense.steps_per_execution", (1, 3, 100)),
+        ("train.validation_batch_size", (None, 7, 4096)),
+    ],
+)
+def test_speed_params_change_the_speed_not_the_weights(paths, params_file, key, values) -> None:
     weights = []
-    for steps in (1, 3, 100):
-        params = load_params(params_file, {"train.model.steps_per_execution": steps, "train.epochs": 2})
+    for value in values:
+        params = load_params(params_file, {key: value, "train.epochs": 2})
         train.run(paths, params.train)
         weights.append(keras.models.load_model(paths.model).get_weights())
     for other in weights[1:]:
@@ -87,6 +92,45 @@ def test_make_optimizer(name, learning_rate, cls, expected_rate) -> None:
     optimizer = train.make_optimizer(name, learning_rate)
     assert isinstance(optimizer, cls)
     assert float(optimizer.learning_rate) == pytest.approx(expected_rate)
+
+
+def test_adamw_and_the_cosine_schedule() -> None:
+    optimizer = train.make_optimizer("adamw", None, "cosine", total_steps=100)
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.001)  # AdamW's Keras default
+    assert float(schedule(50)) == pytest.approx(0.0005)
+    assert float(schedule(100)) == pytest.approx(0.0)
+
+
+def test_a_small_cnn_trains_exports_and_repeats_exactly(paths, params_file) -> None:
+    """Every CNN option at once, tiny: augmentation, BN, bfloat16, AdamW with the cosine schedule."""
+    overrides = {
+        "train.model.architecture": "cnn",
+        "train.model.cnn.filters": [4, 8],
+        "train.model.cnn.dense_units": 16,
+        "train.model.cnn.augment.shift": 0.1,
+        "train.model.cnn.augment.flip": True,
+        "train.model.cnn.precision": "mixed_bfloat16",
+        "train.optimizer": "adamw",
+        "train.learning_rate_schedule": "cosine",
+        "train.epochs": 2,
+    }
+    params = load_params(params_file, overrides)
+    train.run(paths, params.train)
+    exported = model_file.load(paths.keras_model)
+    names = [layer.name for layer in exported.layers]
+    assert names[:5] == ["image", "scale_pixels", "add_channel", "random_shift", "random_flip"]
+    assert {"block1_conv2_bn", "block2_pool", "dense_dropout"} <= set(names)
+    assert exported.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert exported.output.dtype == "float32"
+    assert model_file.class_names(paths.keras_model) == CLASS_NAMES
+    metrics = evaluate.run(paths, params.evaluate)  # also checks the export against the checkpoint
+    assert 0 <= metrics["test"]["accuracy"] <= 1
+    first = exported.get_weights()
+    train.run(paths, params.train)
+    for before, after in zip(first, model_file.load(paths.keras_model).get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
 
 
 def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, params_file) -> None:
@@ -117,9 +161,11 @@ def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, par
 
     first_metrics = paths.metrics_json.read_bytes()
     first_model_weights = restored.get_weights()
+    first_export = paths.keras_model.read_bytes()
     train.run(paths, params.train)
     evaluate.run(paths, params.evaluate)
     assert paths.metrics_json.read_bytes() == first_metrics
+    assert paths.keras_model.read_bytes() == first_export  # byte for byte: DVC sees no change
     for before, after in zip(
         first_model_weights, keras.models.load_model(paths.model).get_weights(), strict=True
     ):
@@ -146,43 +192,41 @@ def test_early_stopping_stops_and_checkpoint_keeps_the_best_epoch(paths, params_
 def test_a_failed_training_leaves_the_previous_model(paths, params_file) -> None:
     params = load_params(params_file)
     train.run(paths, params.train)
-    before = paths.model.read_bytes()
+    before = paths.model.read_bytes(), paths.keras_model.read_bytes()
     val = load_split(paths.split("val"))
     save_split(paths.split("val"), Split(val.x, np.full_like(val.y, 99)))  # fails at validation time
     with pytest.raises(tf.errors.InvalidArgumentError):
         train.run(paths, params.train)
-    assert paths.model.read_bytes() == before
-    assert [p.name for p in paths.model.parent.iterdir()] == ["best-model.h5"]
+    assert (paths.model.read_bytes(), paths.keras_model.read_bytes()) == before
+    assert sorted(p.name for p in paths.model.parent.iterdir()) == ["best-model.h5", "model.keras"]
 
 
 def test_a_model_too_big_for_memory_is_one_clear_error() -> None:
     """Past the schema's bounds (built unchecked here), TensorFlow cannot allocate the kernel."""
-    huge = DenseModelParams.model_construct(
-        architecture="dense", hidden_units=[2_000_000_000], activation="relu", dropout=0.0
-    )
+    huge = DenseModelParams.model_construct(hidden_units=[2_000_000_000], activation="relu", dropout=0.0)
     with (
         pytest.raises(
             train.OutOfMemory, match=r"out of memory building .*shape\[784,2000000000\].*hidden_units"
         ),
-        train.memory_errors_explained("building the model", "reduce train.model.hidden_units"),
+        train.memory_errors_explained("building the model", "reduce train.model.dense.hidden_units"),
     ):
-        models.make_model((28, 28), 10, huge)
+        models.make_dense((28, 28), 10, huge)
 
 
 def test_a_diverged_run_keeps_the_previous_model(paths, params_file) -> None:
     params = load_params(params_file)
     train.run(paths, params.train)
-    before = paths.model.read_bytes()
+    before = paths.model.read_bytes(), paths.keras_model.read_bytes()
     diverging = load_params(
         params_file,
         {
             "train.optimizer": "sgd",
             "train.learning_rate": 10.0,
-            "train.model.hidden_units": [256] * 6,
-            "train.model.dropout": 0.0,
+            "train.model.dense.hidden_units": [256] * 6,
+            "train.model.dense.dropout": 0.0,
         },
     )
     with pytest.raises(train.TrainingDiverged, match="no epoch reached a finite val_loss.*learning_rate"):
         train.run(paths, diverging.train)
-    assert paths.model.read_bytes() == before
-    assert [p.name for p in paths.model.parent.iterdir()] == ["best-model.h5"]
+    assert (paths.model.read_bytes(), paths.keras_model.read_bytes()) == before
+    assert sorted(p.name for p in paths.model.parent.iterdir()) == ["best-model.h5", "model.keras"]

@@ -1,0 +1,146 @@
+"""Accuracy against training time of the model presets on this machine: the dense defaults,
+``presets/cnn-fast.yaml`` and ``presets/cnn.yaml``, plus the CNN's speed in float32 against
+``mixed_bfloat16``.
+
+Real data, whole ``python -m pipeline train`` and ``evaluate`` processes in a scratch copy of this
+project, each preset applied as the flow applies ``--params``: only the keys the file holds. Prints
+a Markdown table: test accuracy, train seconds (the whole stage process), seconds per epoch (the
+median of the train stage's own epoch log lines). The precision comparison runs both models in one
+process, alternating short bursts of training steps, so that the machine's slow and fast spells
+(epochs of the same run vary 2x here) fall on both alike.
+
+    python bench/models.py                 # about 15 minutes on 2 CPU cores
+    python bench/models.py --only cnn-fast
+    python bench/models.py --only precision
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from scratch import REPO_ROOT, scratch_project
+
+sys.path.insert(0, str(REPO_ROOT))
+from pipeline.params import leaf_values, load_params, read_raw_params  # noqa: E402
+
+EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: .* \| ([0-9.]+) s$", re.MULTILINE)
+PRESETS = {
+    "dense (params.yaml defaults)": None,
+    "cnn-fast": REPO_ROOT / "presets/cnn-fast.yaml",
+    "cnn": REPO_ROOT / "presets/cnn.yaml",
+}
+PRECISION_ROUNDS, PRECISION_STEPS = 12, 40
+
+
+@dataclass(frozen=True)
+class Result:
+    test_accuracy: float
+    train_s: float
+    epoch_s: float
+    epochs: int
+
+
+def train_and_evaluate(project: Path, overrides: dict) -> Result:
+    """Apply ``overrides`` to the scratch project's params, train and evaluate; the numbers."""
+    raw = read_raw_params(REPO_ROOT / "params.yaml", overrides)
+    load_params(REPO_ROOT / "params.yaml", overrides)  # a bad preset fails here, before any work
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    start = time.perf_counter()
+    trained = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train"], cwd=project, capture_output=True, text=True, check=True
+    )
+    train_s = time.perf_counter() - start
+    evaluate = [sys.executable, "-m", "pipeline", "evaluate"]
+    subprocess.run(evaluate, cwd=project, capture_output=True, check=True)
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    epochs = [float(seconds) for _, seconds in EPOCH_LINE.findall(trained.stderr)]
+    return Result(metrics["test"]["accuracy"], train_s, statistics.median(epochs[1:] or epochs), len(epochs))
+
+
+def seconds_per_step(project: Path, overrides: dict) -> dict[str, float]:
+    """Median seconds per training step of the preset's CNN in each precision, interleaved."""
+    from pipeline import models, train  # only this comparison imports TensorFlow here
+    from pipeline.splits import load_split
+
+    params = load_params(REPO_ROOT / "params.yaml", overrides).train
+    train.seed_everything(params.seed)
+    data = load_split(project / "data/processed/train.npz")
+    count = params.batch_size * PRECISION_STEPS
+    x, y = data.x[:count], data.y[:count]
+    compiled = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        family = params.model.cnn.model_copy(update={"precision": precision})
+        model = models.make_cnn(x.shape[1:], 10, family)
+        model.compile(  # as the train stage compiles it
+            optimizer=train.make_optimizer(params.optimizer, params.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=family.steps_per_execution,
+        )
+        model.fit(x, y, batch_size=params.batch_size, verbose=0)  # compile and warm up
+        compiled[precision] = model
+    times: dict[str, list[float]] = {precision: [] for precision in compiled}
+    for _ in range(PRECISION_ROUNDS):
+        for precision, model in compiled.items():
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=params.batch_size, verbose=0, shuffle=False)
+            times[precision].append((time.perf_counter() - start) / PRECISION_STEPS)
+    return {precision: statistics.median(values) for precision, values in times.items()}
+
+
+def preset_overrides(path: Path | None) -> dict:
+    return {} if path is None else leaf_values(read_raw_params(path), source=str(path))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--only", choices=[*(name.split()[0] for name in PRESETS), "precision"], help="one row or table"
+    )
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fashion-bench-models-") as directory:
+        project = scratch_project(Path(directory) / "project")
+        for command in (["ingest"], ["preprocess"]):
+            subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=project, check=True)
+        for name, path in PRESETS.items():
+            if args.only and name.split()[0] != args.only:
+                continue
+            result = train_and_evaluate(project, preset_overrides(path))
+            source = "params.yaml" if path is None else f"--params {path.relative_to(REPO_ROOT)}"
+            rows.append((name, result, f"python -m flows run {source}".replace(" params.yaml", "")))
+        step = None
+        if args.only in (None, "precision"):
+            step = seconds_per_step(project, preset_overrides(PRESETS["cnn"]))
+    print()
+    print("| model | test accuracy | train stage | per epoch | epochs | command |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, result, command in rows:
+        print(
+            f"| {name} | {result.test_accuracy:.4f} | {result.train_s / 60:.1f} min ({result.train_s:.0f} s) "
+            f"| {result.epoch_s:.1f} s | {result.epochs} | `{command}` |"
+        )
+    print("\npython bench/models.py; per epoch: median of the stage's epoch log lines after the first")
+    if step:
+        print(
+            f"\n| precision (cnn preset, {PRECISION_ROUNDS} alternating bursts) | per training step | speed |"
+        )
+        print("|---|---:|---:|")
+        for precision, seconds in step.items():
+            speed = step["float32"] / seconds
+            print(f"| {precision} | {1000 * seconds:.1f} ms | {speed:.2f}x float32 |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""``python -m pipeline predict`` and ``pipeline.predict.classify`` on a tiny model trained on
+synthetic images (a bright band whose row depends on the class)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run
+from pipeline import model_file, train
+from pipeline.dataset import CLASS_NAMES
+from pipeline.idx import encode_idx
+from pipeline.ingest import ingest
+from pipeline.params import load_params
+from pipeline.paths import Paths
+from pipeline.predict import Classifier, InputError, as_pixels, classify, image_to_pixels, read_inputs
+from pipeline.predict import run as predict
+from pipeline.preprocess import run as preprocess
+from pipeline.splits import load_split
+
+JSON_KEYS = {"path", "index", "class", "label", "probability", "top_k"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_source) -> Paths:
+    """A project folder with processed synthetic splits and the model.keras trained on them."""
+    paths = Paths(tmp_path_factory.mktemp("predict"))
+    ingest([str(synthetic_source.directory)], synthetic_source.sha256, paths.raw_dir)
+    preprocess(paths, test_size=0.2, random_state=42, stratify=False)
+    params_file = paths.root / "params.yaml"
+    params_file.write_text((Path(__file__).parents[1] / "params.yaml").read_text())
+    params = load_params(params_file, {"train.epochs": 15, "train.model.dense.hidden_units": [32]})
+    train.run(paths, params.train)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def classifier(trained) -> Classifier:
+    return Classifier.load(trained.keras_model)
+
+
+@pytest.fixture(scope="module")
+def test_split(trained):
+    return load_split(trained.split("test"))
+
+
+def test_the_export_is_self_contained_and_classifies_as_the_checkpoint(
+    trained, classifier, test_split
+) -> None:
+    assert classifier.class_names == CLASS_NAMES
+    assert classifier.model.input.dtype == "uint8"  # the scaling is inside the model
+    checkpoint = model_file.load(trained.model)
+    expected = checkpoint.predict(test_split.x, verbose=0)
+    actual = classifier.model.predict(test_split.x, verbose=0)
+    np.testing.assert_array_equal(expected, actual)
+
+
+def test_classify_ranks_the_classes(classifier, test_split) -> None:
+    predictions = classify(test_split.x, classifier, top_k=3)
+    assert len(predictions) == len(test_split.y)
+    accuracy = np.mean([p.label for p in predictions] == test_split.y)
+    assert accuracy > 0.9
+    for prediction in predictions:
+        names, probabilities = zip(*prediction.top_k, strict=True)
+        assert names[0] == prediction.class_name == CLASS_NAMES[prediction.label]
+        assert probabilities[0] == prediction.probability
+        assert list(probabilities) == sorted(probabilities, reverse=True) and len(set(names)) == 3
+    single = classify(test_split.x[0], classifier, top_k=1)  # one (28, 28) image
+    assert single == [
+        predictions[0].__class__(**{**predictions[0].__dict__, "top_k": predictions[0].top_k[:1]})
+    ]
+
+
+def test_classify_uses_the_projects_model_by_default(trained, classifier, test_split, monkeypatch) -> None:
+    monkeypatch.chdir(trained.root)
+    assert classify(test_split.x[:5]) == classify(test_split.x[:5], classifier)
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.full((28, 28), 7, np.uint8), np.full((1, 28, 28), 7, np.uint8)),
+        (np.full((2, 28, 28, 1), 255, np.int64), np.full((2, 28, 28), 255, np.uint8)),
+        (
+            np.full((1, 28, 28), 0.5, np.float32),
+            np.full((1, 28, 28), 128, np.uint8),
+        ),  # the tutorial's x / 255
+        (np.full((1, 28, 28), 200.0), np.full((1, 28, 28), 200, np.uint8)),
+    ],
+)
+def test_arrays_become_uint8_batches(array, expected) -> None:
+    np.testing.assert_array_equal(as_pixels(array, "a.npy"), expected)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros(10_000, np.uint8), r"a\.npy: expected 28x28 images.*got shape \(10000,\)"),
+        (np.zeros((3, 32, 32), np.uint8), r"got shape \(3, 32, 32\)"),
+        (np.zeros((0, 28, 28), np.uint8), r"holds no images"),
+        (np.full((28, 28), 256, np.int32), r"pixel values must be 0 to 255; got 256 to 256"),
+        (np.full((28, 28), -1.0), r"must be in \[0, 1\] or \[0, 255\]"),
+        (np.full((28, 28), np.nan), r"NaN or infinite"),
+        (np.full((28, 28), "x"), r"must hold numbers; got dtype <U1"),
+    ],
+)
+def test_bad_arrays_say_what_is_wrong(array, message) -> None:
+    with pytest.raises(InputError, match=message):
+        as_pixels(array, "a.npy")
+
+
+def garment() -> np.ndarray:
+    """A light T-shape on black, as the training images are."""
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[4:9, 3:25] = 220
+    pixels[9:25, 9:19] = 180
+    return pixels
+
+
+def test_a_training_like_image_is_kept_as_it_is() -> None:
+    np.testing.assert_array_equal(image_to_pixels(Image.fromarray(garment())), garment())
+
+
+def test_a_photo_like_image_is_inverted_resized_and_centred() -> None:
+    photo = Image.fromarray(255 - np.kron(garment(), np.ones((4, 4), np.uint8))).convert("RGB")
+    photo = photo.crop((0, -20, 112, 132))  # 112x152, white margins at top and bottom
+    photo.paste((255, 255, 255), (0, 0, 112, 20))
+    photo.paste((255, 255, 255), (0, 132, 112, 152))
+    pixels = image_to_pixels(photo)
+    assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
+    assert pixels[:, 0].max() < 10 and pixels[:, -1].max() < 10  # dark background after inversion
+    assert pixels[:, 4:24].max() > 170  # the light garment, shrunk to 20 columns and centred
+
+
+def test_transparency_16_bit_and_float_images() -> None:
+    rgba = np.zeros((56, 56, 4), np.uint8)
+    rgba[10:40, 10:40] = (30, 30, 30, 255)  # a dark garment on a transparent background
+    pixels = image_to_pixels(Image.fromarray(rgba))
+    assert pixels[0, 0] == 0 and pixels[12, 12] > 200  # transparency is white, then inverted
+    sixteen = Image.fromarray(garment().astype("<u2") * 257)
+    assert sixteen.mode == "I;16"
+    np.testing.assert_array_equal(image_to_pixels(sixteen), garment())
+    floats = Image.fromarray(garment().astype(np.float32) / 255)
+    assert floats.mode == "F"
+    np.testing.assert_array_equal(image_to_pixels(floats), garment())
+
+
+def write_inputs(folder: Path, images: np.ndarray) -> dict[str, Path]:
+    """Each kind of input predict reads, and each kind of bad one."""
+    folder.mkdir(exist_ok=True)
+    files = {name: folder / name for name in ("a.png", "b.jpg", "batch.npy", "batch-idx3-ubyte.gz")}
+    Image.fromarray(images[0]).save(files["a.png"])
+    Image.fromarray(np.kron(255 - images[1], np.ones((3, 3), np.uint8))).convert("RGB").save(
+        files["b.jpg"], quality=95
+    )
+    np.save(files["batch.npy"], images[2:5])
+    files["batch-idx3-ubyte.gz"].write_bytes(gzip.compress(encode_idx(images[5:9])))
+    bad = {
+        "notes.txt": b"not an image",
+        "labels.npy": None,
+        "broken.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 20,
+        "pickled.npy": None,
+    }
+    for name, content in bad.items():
+        files[name] = folder / name
+        if content is not None:
+            files[name].write_bytes(content)
+    np.save(files["labels.npy"], np.arange(10, dtype=np.uint8))
+    np.save(files["pickled.npy"], np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    files["missing.png"] = folder / "missing.png"
+    files["folder"] = folder
+    return files
+
+
+def test_every_kind_of_input_and_every_bad_one(tmp_path, trained, test_split, capsys, caplog) -> None:
+    files = write_inputs(tmp_path / "inputs", test_split.x)
+    with caplog.at_level(logging.ERROR):
+        code = predict(list(files.values()), trained.keras_model, top_k=2, as_json=False)
+    assert code == 1
+    lines = capsys.readouterr().out.splitlines()
+    where = [line.split("\t")[0] for line in lines]
+    assert where == [
+        str(files["a.png"]),
+        str(files["b.jpg"]),
+        *(f"{files['batch.npy']}[{i}]" for i in range(3)),
+        *(f"{files['batch-idx3-ubyte.gz']}[{i}]" for i in range(4)),
+    ]
+    predicted = [line.split("\t")[1] for line in lines]
+    assert predicted == [CLASS_NAMES[label] for label in test_split.y[:9]]  # the JPEG is inverted back
+    for line in lines:
+        _, name, probability, ranking = line.split("\t")
+        assert ranking.startswith(f"{name} {probability}, ") and ranking.count(",") == 1
+    errors = {record.getMessage() for record in caplog.records}
+    assert len(errors) == 6 and all("\n" not in error for error in errors)
+    for name, problem in {
+        "notes.txt": "not an image, .npy array or IDX file",
+        "labels.npy": "expected 28x28 images",
+        "broken.png": "broken image file",
+        "pickled.npy": "not a readable .npy array",
+        "missing.png": "cannot read it (No such file or directory)",
+        "inputs": "is a folder",
+    }.items():
+        assert any(
+            error.startswith(str(files.get(name, tmp_path / name))) and problem in error for error in errors
+        ), (
+            name,
+            errors,
+        )
+
+
+def test_json_lines(tmp_path, trained, test_split, capsys) -> None:
+    files = write_inputs(tmp_path / "inputs", test_split.x)
+    assert predict([files["a.png"], files["batch.npy"]], trained.keras_model, top_k=3, as_json=True) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["path"], r["index"]) for r in records] == [(str(files["a.png"]), 0)] + [
+        (str(files["batch.npy"]), i) for i in range(3)
+    ]
+    for record in records:
+        assert set(record) == JSON_KEYS
+        assert record["class"] == CLASS_NAMES[record["label"]] and 0 <= record["probability"] <= 1
+        assert [entry["class"] for entry in record["top_k"]][0] == record["class"]
+        assert len(record["top_k"]) == 3 and set(record["top_k"][0]) == {"class", "probability"}
+
+
+def test_read_inputs_tells_formats_by_content(tmp_path, test_split) -> None:
+    disguised = tmp_path / "looks-like.png"
+    np.save(tmp_path / "x.npy", test_split.x[:2])
+    disguised.write_bytes((tmp_path / "x.npy").read_bytes())
+    np.testing.assert_array_equal(read_inputs(disguised), test_split.x[:2])
+
+
+def test_a_bad_model_file_is_one_line(tmp_path, trained, test_split) -> None:
+    image = tmp_path / "a.png"
+    Image.fromarray(test_split.x[0]).save(image)
+    with pytest.raises(model_file.ModelFileError, match=r"no-such\.keras: no such model file"):
+        predict([image], tmp_path / "no-such.keras", top_k=3, as_json=False)
+    not_a_model = tmp_path / "model.keras"
+    not_a_model.write_text("hello")
+    with pytest.raises(
+        model_file.ModelFileError, match=r"model\.keras: refused, not a model this pipeline trains"
+    ):
+        predict([image], not_a_model, top_k=3, as_json=False)
+    keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten()]).save(tmp_path / "plain.keras")
+    with pytest.raises(model_file.ModelFileError, match=r"plain\.keras: no class names"):
+        predict([image], tmp_path / "plain.keras", top_k=3, as_json=False)
+    with pytest.raises(model_file.ModelFileError, match=r"best-model\.h5: not a \.keras file"):
+        predict([image], trained.model, top_k=3, as_json=False)
+    with pytest.raises(InputError, match=r"--top-k must be 1 to 10; got 11"):
+        predict([image], trained.keras_model, top_k=11, as_json=False)
+
+
+def test_the_command_line(tmp_path, trained, test_split) -> None:
+    files = write_inputs(tmp_path / "inputs", test_split.x)
+    ok = run(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "predict",
+        str(files["a.png"]),
+        "--model",
+        str(trained.keras_model),
+        "--top-k",
+        "1",
+        cwd=tmp_path,
+    )
+    assert ok.stdout == f"{files['a.png']}\t{CLASS_NAMES[test_split.y[0]]}\t" + ok.stdout.split("\t", 2)[2]
+    assert ok.stdout.count("\n") == 1
+    failed = run(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "predict",
+        str(files["notes.txt"]),
+        str(files["a.png"]),
+        "--model",
+        str(trained.keras_model),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert failed.returncode == 1 and failed.stdout.count("\n") == 1
+    assert [line for line in failed.stderr.splitlines() if "ERROR" in line] == [
+        line for line in failed.stderr.splitlines() if "notes.txt: not an image" in line
+    ]
+    missing = run(sys.executable, "-m", "pipeline", "predict", str(files["a.png"]), cwd=tmp_path, check=False)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "models/model.keras: no such model file" in missing.stderr
