@@ -31,7 +31,7 @@ import yaml
 from scratch import REPO_ROOT, scratch_project
 
 sys.path.insert(0, str(REPO_ROOT))
-from pipeline.params import leaf_values, load_params, read_raw_params  # noqa: E402
+from pipeline.params import leaf_values, load_params, read_raw_params, validate_params  # noqa: E402
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: .* \| ([0-9.]+) s$", re.MULTILINE)
 PRESETS = {
@@ -53,7 +53,7 @@ class Result:
 def train_and_evaluate(project: Path, overrides: dict) -> Result:
     """Apply ``overrides`` to the scratch project's params, train and evaluate; the numbers."""
     raw = read_raw_params(REPO_ROOT / "params.yaml", overrides)
-    load_params(REPO_ROOT / "params.yaml", overrides)  # a bad preset fails here, before any work
+    validate_params(raw)  # a bad preset fails here, before any work
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     start = time.perf_counter()
     trained = subprocess.run(

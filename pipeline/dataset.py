@@ -9,6 +9,7 @@ TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
 FILE_NAMES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+IMAGE_SIDE = 28  # every image is IMAGE_SIDE x IMAGE_SIDE grayscale pixels
 
 CLASS_NAMES = (
     "T-shirt/top",

@@ -36,7 +36,7 @@ def make_dense(input_shape: tuple[int, ...], num_classes: int, params: DenseMode
 
 
 def make_cnn(input_shape: tuple[int, ...], num_classes: int, params: CnnModelParams) -> keras.Model:
-    """Blocks of ``convs_per_block`` 3x3-style convolutions (ReLU, optional BatchNorm), 2x2 max
+    """Blocks of ``convs_per_block`` convolutions (``kernel_size``, ReLU, optional BatchNorm), 2x2 max
     pooling and dropout, then an optional dense head and a float32 softmax.
 
     Augmentation layers act in training only; ``precision`` sets the compute dtype of every layer

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from pipeline.dataset import FILE_NAMES
+from pipeline.dataset import FILE_NAMES, IMAGE_SIDE
 from pipeline.errors import PipelineError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -108,7 +108,6 @@ class AugmentParams(_Section):
     flip: bool = False  # mirror left-right at random
 
 
-IMAGE_SIDE = 28
 MAX_CNN_BLOCKS = 4  # each block halves the 28x28 maps: 14, 7, 3, 1
 
 

@@ -27,9 +27,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline import model_file
+from pipeline.dataset import IMAGE_SIDE
 from pipeline.errors import PipelineError
 from pipeline.idx import IdxError, decode_idx
-from pipeline.params import IMAGE_SIDE
 from pipeline.paths import Paths
 
 log = logging.getLogger(__name__)
