@@ -15,7 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("pipeline", "flows", "presets", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore")
+PROJECT_FILES = (
+    "pipeline",
+    "flows",
+    "presets",
+    "datasets",
+    "dvc.yaml",
+    "params.yaml",
+    "prefect.yaml",
+    ".dvcignore",
+)
 
 
 def scratch_project(directory: Path) -> Path:
@@ -29,6 +38,7 @@ def scratch_project(directory: Path) -> Path:
             shutil.copy2(source, directory / name)
     for command in (["git", "init", "-q", "-b", "main"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(command, cwd=directory, check=True)
+    shutil.copytree(REPO_ROOT / ".dvc/plots", directory / ".dvc/plots")  # dvc.yaml's plot templates
     return directory
 
 

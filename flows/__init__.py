@@ -4,4 +4,12 @@
 ``workspace`` makes the workspace a run happens in (the locked checkout, or an isolated clone) and
 records and pushes its result; ``stage`` runs one DVC stage; ``python -m flows`` runs a flow on
 demand or serves it on a cron. No stage logic lives here.
+
+A temporary Prefect server started for this package's flows (no ``PREFECT_API_URL``) sends no
+telemetry: offline it would only log ``Failed to send telemetry`` errors. A server of your own keeps
+its own ``PREFECT_SERVER_ANALYTICS_ENABLED`` setting.
 """
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # read when Prefect is imported

@@ -9,8 +9,12 @@ Decisions:
   fails, is cancelled or is interrupted puts ``params.yaml`` back.
 - **DVC decides what runs.** Each task reproduces its DVC stage (:mod:`flows.stage`), in the order of
   DVC's graph of ``dvc.yaml``. A stage whose code, data and params are unchanged ends in a
-  ``Completed`` state named ``Skipped``; one restored from DVC's run cache, ``Cached``. Prefect's
-  own result caching is off.
+  ``Completed`` state named ``Skipped``, its task run named ``<stage> (skipped)`` so that the run
+  graph shows it at a glance; one restored from DVC's run cache ends in a state named ``Cached``.
+  Prefect's own result caching is off.
+- **What the UI shows.** Artifacts: the metrics against the previous run, a table of per-class
+  scores, the figures (drawn in the artifact), and while a stage trains, a progress artifact of its
+  epochs (:mod:`flows.reports`).
 - **DVC keeps the record.** A run that changed anything is saved as a DVC experiment (``dvc exp
   show``, ``dvc exp apply``): an isolated run's experiment is pushed into the project's git refs, so
   the checkout sees it without being written to. With a DVC remote configured, the run pushes its
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
@@ -39,6 +43,7 @@ from pipeline.paths import Paths
 
 METRICS_ARTIFACT = "fashion-metrics"
 PLOTS_ARTIFACT = "fashion-plots"
+PER_CLASS_ARTIFACT = "fashion-per-class"
 MINUTE = 60
 STATE_NAMES = {stage.SKIPPED: "Skipped", stage.CACHED: "Cached", stage.RAN: "Completed"}
 OUTCOMES = {state_name: outcome for outcome, state_name in STATE_NAMES.items()}
@@ -51,10 +56,20 @@ STAGE_TASK_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 @task(retries=0, timeout_seconds=30 * MINUTE, cache_policy=NO_CACHE, persist_result=False)
-def reproduce_stage(root: str, name: str, in_checkout: bool) -> State:
-    """Reproduce one DVC stage; DVC decides whether it runs, is skipped or comes from its run cache."""
+def reproduce_stage(root: str, name: str, in_checkout: bool, reason: str) -> State:
+    """Reproduce one DVC stage; DVC decides whether it runs, is skipped or comes from its run cache.
+
+    ``reason``: why it runs (:func:`flows.stage.why_it_runs`), empty when it is up to date.
+    """
     restore_point = workspace.RestorePoint(Path(root)) if in_checkout else None
-    result = stage.reproduce(Path(root), name, get_run_logger(), restore_point=restore_point)
+    result = stage.reproduce(
+        Path(root),
+        name,
+        get_run_logger(),
+        reason=reason,
+        restore_point=restore_point,
+        on_progress=reports.LiveProgress(name),
+    )
     return Completed(name=STATE_NAMES[result.outcome], message=f"{result.outcome}: {result.reason}")
 
 
@@ -165,10 +180,15 @@ def run_workspace(
 
 
 def run_stage(root: Path, name: str, restore_point: workspace.RestorePoint | None) -> str:
-    """Run the stage's task: ``ran``, ``skipped`` or ``cached``; a failed stage raises into the flow."""
-    options = {"name": name, "task_run_name": name, **STAGE_TASK_OPTIONS.get(name, {})}
+    """Run the stage's task: ``ran``, ``skipped`` or ``cached``; a failed stage raises into the flow.
+
+    An up-to-date stage's task is named ``<stage> (skipped)``: the run graph labels tasks by name.
+    """
+    reason = stage.why_it_runs(root, name)
+    run_name = name if reason else f"{name} ({stage.SKIPPED})"
+    options = {"name": name, "task_run_name": run_name, **STAGE_TASK_OPTIONS.get(name, {})}
     state = reproduce_stage.with_options(**options)(
-        str(root), name, restore_point is not None, return_state=True
+        str(root), name, restore_point is not None, reason, return_state=True
     )
     state.result()  # re-raises the stage's error, failing the flow with the stage named
     return OUTCOMES[state.name]
@@ -185,14 +205,21 @@ def git_remotes(project: Path, isolated: bool) -> list[str]:
 def publish_artifacts(
     paths: Paths, previous: dict[str, Any] | None, experiment: str | None, isolated: bool
 ) -> None:
-    """The metrics table (against the run before this one) and the plots, in the Prefect UI."""
+    """The metrics table (against the run before this one), the per-class scores and the figures,
+    in the Prefect UI."""
+    metrics = reports.read_metrics(paths.metrics_json)
     create_markdown_artifact(
-        reports.metrics_markdown(reports.read_metrics(paths.metrics_json), previous, experiment),
+        reports.metrics_markdown(metrics, previous, experiment),
         key=METRICS_ARTIFACT,
         description="Validation and test accuracy and loss, against the previous run",
+    )
+    create_table_artifact(
+        reports.per_class_table(metrics),
+        key=PER_CLASS_ARTIFACT,
+        description="Precision, recall and F1 of each class on the test set",
     )
     create_markdown_artifact(
         reports.plots_markdown(paths, experiment if isolated else None),
         key=PLOTS_ARTIFACT,
-        description="The pipeline's figures",
+        description="Learning curves, confusion matrix, per-class F1",
     )

@@ -1,14 +1,29 @@
-"""The Markdown of the flow's Prefect artifacts: the metrics against the previous run, and the plots."""
+"""What the flow shows in the Prefect UI: the metrics against the previous run, the per-class scores,
+the figures themselves, and the live progress of a training stage.
+
+The builders are pure functions of plain dicts and paths; :func:`flows.pipeline_flow.publish_artifacts`
+turns them into artifacts. The figures are embedded in the Markdown as ``data:`` URLs: the UI draws
+them, where ``file://`` links to the worker's disk would open nothing.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextvars
 import json
+import logging
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from pipeline import report
+from pipeline.dataset import CLASS_NAMES
+from pipeline.logs import Progress
 from pipeline.paths import Paths
 
-METRICS = (("val", "accuracy"), ("val", "loss"), ("test", "accuracy"), ("test", "loss"))
+log = logging.getLogger(__name__)
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
@@ -19,38 +34,77 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
 def metrics_markdown(
     current: dict[str, Any], previous: dict[str, Any] | None, experiment: str | None = None
 ) -> str:
-    """A table of val/test accuracy and loss: previous run, this run, and the change."""
-    rows = [
-        "| metric | previous | current | change |",
-        "|---|---:|---:|---:|",
-    ]
-    for split, name in METRICS:
-        now = current[split][name]
-        before = previous[split][name] if previous else None
-        change = "n/a" if before is None else f"{now - before:+.4f}"
-        shown_before = "n/a" if before is None else f"{before:.4f}"
-        rows.append(f"| {split} {name} | {shown_before} | {now:.4f} | {change} |")
+    """Every scalar metric: the previous run, this run and the change (the review report's table)."""
+    rows = report.metric_rows(previous or {}, current)
+    table = "\n".join(report.metric_table(rows, old="Previous run", new="This run"))
     recorded = (
         f"\n\nRecorded as DVC experiment `{experiment}`: `dvc exp show`, `dvc exp apply {experiment}`."
         if experiment
         else ""
     )
-    return "## Fashion-MNIST metrics\n\n" + "\n".join(rows) + recorded + "\n"
+    return "## Fashion-MNIST metrics\n\n" + table + recorded + "\n"
+
+
+def per_class_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per class, in label order: the test set's precision, recall and F1."""
+    scores = metrics["test"]["per_class"]
+    return [
+        {"label": label, "class": name, **{key: round(value, 4) for key, value in scores[name].items()}}
+        for label, name in enumerate(CLASS_NAMES)
+        if name in scores
+    ]
 
 
 def plots_markdown(paths: Paths, experiment: str | None = None) -> str:
-    """Links to the stages' PNG figures, or for an isolated run (whose workspace is gone) the commands."""
+    """The stages' PNG figures, drawn in the artifact; how to see the interactive plots."""
+    figures = [
+        f"### {title}\n\n![{title}]({png_data_url(path)})"
+        for title, path in paths.figures().items()
+        if path.is_file()
+    ]
     if experiment:
-        return (
-            "## Fashion-MNIST plots\n\n"
-            f"This run's plots are in DVC experiment `{experiment}`: `dvc plots diff HEAD {experiment}` "
-            f"renders them next to the checkout's (`dvc_plots/index.html`); `dvc exp apply {experiment}` "
-            "brings its PNG figures into the checkout.\n"
+        interactive = (
+            f"Interactive, next to the checkout's: `python -m pipeline plots diff HEAD {experiment}` "
+            f"(writes `dvc_plots/index.html`); `dvc exp apply {experiment}` brings this run's files "
+            "into the checkout."
         )
-    links = [f"- [{title}]({path.resolve().as_uri()})" for title, path in paths.figures().items()]
-    return (
-        "## Fashion-MNIST plots\n\n"
-        + "\n".join(links)
-        + f"\n\nAll plots, interactive: run `dvc plots show` in `{paths.root.resolve()}` "
-        "and open `dvc_plots/index.html`.\n"
-    )
+    else:
+        interactive = (
+            f"Interactive: `python -m pipeline plots show` in `{paths.root.resolve()}` "
+            "(writes `dvc_plots/index.html`, no network needed)."
+        )
+    return "## Fashion-MNIST plots\n\n" + interactive + "\n\n" + "\n\n".join(figures) + "\n"
+
+
+def png_data_url(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+class LiveProgress:
+    """A progress artifact of the running task, updated from a stage's progress records.
+
+    Made in the task's thread (where Prefect's run context lives) and fed from the thread that relays
+    the stage's log records: the first record creates the artifact under the task, the next ones
+    update it. A failing update is logged, never raised: progress is a view, not the run.
+    """
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.context = contextvars.copy_context()  # the task's run context, for the first record
+        self.artifact: UUID | None = None
+
+    def __call__(self, step: Progress) -> None:
+        percent = 100.0 * step.done / step.total if step.total else 0.0
+        description = f"{self.stage}: {step.summary}"
+        try:
+            if self.artifact is None:
+                self.artifact = self.context.copy().run(
+                    create_progress_artifact,
+                    percent,
+                    key=f"fashion-{self.stage}-progress",
+                    description=description,
+                )
+            else:
+                update_progress_artifact(self.artifact, percent, description=description)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("progress of %s not shown: %s", self.stage, exc)

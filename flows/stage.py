@@ -89,22 +89,42 @@ def _ordered(repo: Repo) -> list[PipelineStage]:
     return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
 
 
-def reproduce(root: Path, stage: str, log: Logger, *, restore_point: RestorePoint | None) -> StageResult:
-    """``dvc repro --single-item <stage>`` in ``root``, logging to ``log``.
-
-    ``restore_point``: where the stage's previous outputs are saved before it runs (the checkout).
-    """
+def why_it_runs(root: Path, stage: str) -> str:
+    """Why DVC would run ``stage`` now, from its status (``params.yaml (train modified)``); empty when
+    its code, data and params match ``dvc.lock``."""
     with open_repo(root) as repo:
         target = f"dvc.yaml:{stage}"
         (dvc_stage,) = repo.stage.collect(target)
         reason = _why(repo.status(targets=[target]).get(stage, []))
         if reason and not any(out.hash_info for out in dvc_stage.outs):
             reason = "dvc.lock has no run of it yet"
+        return reason
+
+
+def reproduce(
+    root: Path,
+    stage: str,
+    log: Logger,
+    *,
+    reason: str,
+    restore_point: RestorePoint | None,
+    on_progress: Callable[[logs.Progress], None] | None = None,
+) -> StageResult:
+    """``dvc repro --single-item <stage>`` in ``root``, logging to ``log``.
+
+    ``reason``: :func:`why_it_runs`, asked just before (nothing runs in the workspace in between).
+    ``restore_point``: where the stage's previous outputs are saved before it runs (the checkout).
+    ``on_progress``: called (from another thread) with each progress report of the stage's command.
+    """
+    with open_repo(root) as repo:
+        repo.scm_context.quiet = True  # no "git add dvc.lock" hint per stage: the run is an experiment
+        target = f"dvc.yaml:{stage}"
+        (dvc_stage,) = repo.stage.collect(target)
         if reason:
             log.info("stage %r runs: %s", stage, reason)
             if restore_point:
                 restore_point.save(*(Path(out.def_path) for out in dvc_stage.outs if not out.persist))
-        with _dvc_messages(log) as dvc_lines, _stage_records(log) as (env, errors):
+        with _dvc_messages(log) as dvc_lines, _stage_records(log, on_progress) as (env, errors):
             try:
                 ran = repo.reproduce(target, single_item=True, run_env=env)
             except BaseException as exc:
@@ -114,7 +134,7 @@ def reproduce(root: Path, stage: str, log: Logger, *, restore_point: RestorePoin
                     raise StageFailed(_failure(stage, exc, errors)) from None
                 raise
     if not ran:
-        return StageResult(stage, SKIPPED, "unchanged: its code, data and params match dvc.lock")
+        return StageResult(stage, SKIPPED, "its code, data and params match dvc.lock")
     if any(_RUN_CACHE_HIT in line for line in dvc_lines):
         return StageResult(stage, CACHED, f"restored from DVC's run cache ({reason})")
     return StageResult(stage, RAN, reason)
@@ -148,7 +168,8 @@ def _failure(stage: str, exc: DvcException, errors: list[str]) -> str:
 
 @contextlib.contextmanager
 def _dvc_messages(log: Logger) -> Iterator[list[str]]:
-    """File DVC's own log records under ``log`` instead of its console handlers; yield their text."""
+    """File DVC's own log records under ``log`` instead of its console handlers (INFO as DEBUG);
+    yield their text."""
     dvc_logger = logging.getLogger("dvc")
     saved = dvc_logger.handlers[:], dvc_logger.propagate
     lines: list[str] = []
@@ -158,7 +179,9 @@ def _dvc_messages(log: Logger) -> Iterator[list[str]]:
             message = record.getMessage().strip()
             if message:
                 lines.append(message)
-                log.log(record.levelno, "%s", message)
+                # Its INFO lines ("Running stage", the command, "Updating lock file") repeat what the
+                # task's own lines say; they stay at DEBUG, for PREFECT_LOGGING_LEVEL=DEBUG.
+                log.log(record.levelno if record.levelno > logging.INFO else logging.DEBUG, "%s", message)
 
     dvc_logger.handlers, dvc_logger.propagate = [Forward(logging.INFO)], False
     try:
@@ -168,7 +191,9 @@ def _dvc_messages(log: Logger) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
-def _stage_records(log: Logger) -> Iterator[tuple[dict[str, str], list[str]]]:
+def _stage_records(
+    log: Logger, on_progress: Callable[[logs.Progress], None] | None
+) -> Iterator[tuple[dict[str, str], list[str]]]:
     """A Unix socket the stage command logs to (:mod:`pipeline.logs`): its env, and its error lines."""
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fashion-logs-") as directory:
@@ -184,6 +209,8 @@ def _stage_records(log: Logger) -> Iterator[tuple[dict[str, str], list[str]]]:
                     if record.level >= logging.ERROR:
                         errors.append(record.message.splitlines()[0])  # not the traceback
                     log.log(record.level, "%s: %s", record.name, record.message)
+                    if record.progress and on_progress:
+                        on_progress(record.progress)
 
         def accept() -> None:
             relays = []

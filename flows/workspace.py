@@ -241,10 +241,13 @@ def record_experiment(root: Path, message: str) -> str:
     """Save the workspace as a DVC experiment (``dvc exp save``); its name.
 
     Outputs that ``dvc.yaml`` leaves to git (metrics, plots) are included even while untracked, so
-    ``dvc exp show`` lists the experiment's metrics next to its params.
+    ``dvc exp show`` lists the experiment's metrics next to its params; so are the ``.gitignore``
+    files DVC writes beside its cached outputs, which belong with ``dvc.lock``.
     """
     with open_repo(root) as repo:
         in_git = [out.def_path for out in repo.index.outs if not out.use_cache and out.exists]
+        ignores = {str(Path(out.def_path).parent / ".gitignore") for out in repo.index.outs if out.use_cache}
+        in_git += sorted(path for path in ignores if (root / path).is_file())
         try:
             commit = repo.experiments.save(message=message, include_untracked=in_git)
         except DvcException as exc:

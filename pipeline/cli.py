@@ -31,7 +31,9 @@ def run_stage(stage: str, params: Params, paths: Paths) -> None:
     """Run one stage: its module's ``main``; imported only now, so no stage loads what it doesn't use."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    importlib.import_module(f"pipeline.{stage}").main(params, paths)
+    with logs.native_start_up_lines_dropped():
+        module = importlib.import_module(f"pipeline.{stage}")
+    module.main(params, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     review.add_argument("--output", type=Path, help="write the Markdown here (default: stdout)")
     review.add_argument(
         "--image-base-url", help="URL prefix for the PNG links (default: paths relative to --output)"
+    )
+    plots = commands.add_parser(
+        "plots",
+        help="DVC's plots page, drawn offline: `plots show`, or `plots diff [REV...]` (default: HEAD)",
+        description="Runs dvc plots show/diff with vega inlined, so dvc_plots/index.html needs no network.",
+    )
+    plots.add_argument("action", choices=("show", "diff"), help="as `dvc plots show` or `dvc plots diff`")
+    plots.add_argument("revisions", nargs="*", metavar="REV", help="diff: git revisions (default: HEAD)")
+    plots.add_argument(
+        "-o", "--out", type=Path, default=Path("dvc_plots"), help="folder (default: dvc_plots)"
     )
     restore = commands.add_parser(
         "restore", help="put back a stage's outputs as dvc.lock records them, after a failed run"
@@ -83,21 +95,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             restore(Path("."), args.stage)
             return 0
-        if args.command == "predict":
-            from pipeline import predict
+        if args.command == "plots":
+            from pipeline import plots
 
+            if args.action == "show" and args.revisions:
+                parser.error("plots show takes no revisions; compare them with `plots diff REV...`")
+            plots.render(None if args.action == "show" else args.revisions, args.out)
+            return 0
+        if args.command == "predict":
+            with logs.native_start_up_lines_dropped():
+                from pipeline import predict
             return predict.run(args.inputs, args.model, args.top_k, args.json)
         params = load_params(args.params)
         if args.command == "report":
             from pipeline import report
 
-            report.run(
-                Paths(),
-                params.review,
-                base=args.base,
-                output=args.output,
-                image_base_url=args.image_base_url,
-            )
+            try:
+                report.run(
+                    Paths(),
+                    params.review,
+                    base=args.base,
+                    output=args.output,
+                    image_base_url=args.image_base_url,
+                )
+            except report.GateFailed as exc:  # the report is done; the change did not pass
+                log.error("%s", exc)
+                return 1
         else:
             run_stage(args.command, params, Paths())
             if os.environ.get(DVC_STAGE_ENV):  # run by DVC: keep this run where `restore` finds it

@@ -1,7 +1,8 @@
 """What Fashion-MNIST is: its four IDX files and its class names.
 
-The SHA-256 of each file's decompressed bytes lives in ``params.yaml`` (``ingest.sha256``), so the
-identity of the data is versioned and reviewed with the other params.
+Where the files come from and the SHA-256 of each file's decompressed bytes live in
+``datasets/fashion-mnist.yaml`` (:class:`pipeline.params.DatasetSpec`), which the ingest stage depends
+on: the identity of the data is versioned with the code, apart from the params users vary.
 """
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"

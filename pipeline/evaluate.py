@@ -70,6 +70,7 @@ def main(params: Params, paths: Paths) -> None:
 def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
     """Write ``metrics.json``, the test predictions CSV, the confusion matrix and F1 figures."""
     model = model_file.load(paths.model)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # what the tutorial reports
     classifier = Classifier.load(paths.keras_model)
     if classifier.class_names != CLASS_NAMES:
         raise ExportMismatch(
@@ -90,7 +91,14 @@ def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
     }
     atomic.write_text(paths.metrics_json, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     names = np.asarray(CLASS_NAMES)
-    predictions = pd.DataFrame({"actual": names[test.y], "predicted": names[y_pred]})
+    predictions = pd.DataFrame(
+        {
+            "actual": names[test.y],
+            "predicted": names[y_pred],
+            "actual_label": test.y,
+            "predicted_label": y_pred,
+        }
+    )
     atomic.write_text(paths.predictions_csv, predictions.to_csv(index=False))
     figures.save(figures.confusion_matrix(test.y, y_pred, CLASS_NAMES), paths.confusion_png)
     figures.save(figures.per_class_f1({n: s["f1"] for n, s in per_class.items()}), paths.f1_png)

@@ -32,7 +32,7 @@ from urllib3.util.retry import Retry
 from pipeline import atomic
 from pipeline.dataset import FILE_NAMES
 from pipeline.errors import PipelineError
-from pipeline.params import Params, check_source
+from pipeline.params import Params, check_source, load_dataset_spec
 from pipeline.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ _CHUNK = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
 _HOW_TO_SUPPLY = (
     "To supply a local copy: install the Debian package (apt-get install dataset-fashion-mnist), "
-    "or put the four .gz files in a directory and list it first under ingest.sources in "
-    f"params.yaml or in the {SOURCES_ENV} environment variable (comma-separated)."
+    "or put the four .gz files in a directory and list it first under sources in "
+    f"datasets/fashion-mnist.yaml or in the {SOURCES_ENV} environment variable (comma-separated)."
 )
 
 
@@ -61,13 +61,13 @@ class IngestError(PipelineError, RuntimeError):
 
 
 def resolve_sources(configured: Sequence[str]) -> list[str]:
-    """The environment variable, when set, replaces the sources from params; each is checked."""
+    """The environment variable, when set, replaces the dataset spec's sources; each is checked."""
     override = os.environ.get(SOURCES_ENV)
     if override is None:
         return list(configured)
     sources = [source.strip() for source in override.split(",") if source.strip()]
     if not sources:
-        raise IngestError(f"{SOURCES_ENV}={override!r} names no source; unset it to use ingest.sources")
+        raise IngestError(f"{SOURCES_ENV}={override!r} names no source; unset it to use the dataset spec")
     for source in sources:
         try:
             check_source(source)
@@ -77,11 +77,12 @@ def resolve_sources(configured: Sequence[str]) -> list[str]:
 
 
 def main(params: Params, paths: Paths) -> None:
-    """The stage's command: ``ingest.*`` from params (sources possibly replaced by the environment)."""
-    section = params.ingest
+    """The stage's command: the dataset spec's files (its sources possibly replaced by the
+    environment), within the ``ingest.*`` limits from params."""
+    section, spec = params.ingest, load_dataset_spec(paths.dataset_spec)
     ingest(
-        resolve_sources(section.sources),
-        section.sha256,
+        resolve_sources(spec.sources),
+        spec.sha256,
         paths.raw_dir,
         timeout_s=section.timeout_s,
         retries=section.retries,

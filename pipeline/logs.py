@@ -8,6 +8,11 @@ so a stage's process cannot hand its records to the flow's logger directly: when
 The connection is also the stage's lifeline: when the flow's end closes (the flow was killed, or
 its worker lost), nobody is left to record the stage's result, so the stage stops itself as if
 interrupted (SIGTERM), removing its temporary files, instead of training on unseen.
+
+TensorFlow's C++ log is kept to what matters: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 3 (fatal errors
+only; Python exceptions still carry every error), and the lines its libraries print while loading,
+before any setting applies, are dropped (:func:`native_start_up_lines_dropped`). Set
+``TF_CPP_MIN_LOG_LEVEL=0`` to see the rest.
 """
 
 from __future__ import annotations
@@ -16,15 +21,34 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from pipeline.errors import PipelineError
 
 LOG_SOCKET_ENV = "FASHION_PIPELINE_LOG_SOCKET"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+# What TensorFlow's libraries print to file descriptor 2 while they load, before absl's log is set up
+# (so before TF_CPP_MIN_LOG_LEVEL applies): the absl notice, and INFO lines such as oneDNN's.
+_START_UP_LINE = re.compile(
+    rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    rb"|I\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "
+)
+
+
+class Progress(NamedTuple):
+    """How far a stage is: ``done`` of ``total`` steps (epochs), and a short summary of the latest."""
+
+    done: int
+    total: int
+    summary: str
 
 
 class Line(NamedTuple):
@@ -33,6 +57,12 @@ class Line(NamedTuple):
     level: int
     name: str
     message: str
+    progress: Progress | None = None
+
+
+def progress(done: int, total: int, summary: str) -> dict[str, Progress]:
+    """``extra`` of a log record that also reports progress, which a flow shows live in its UI."""
+    return {"progress": Progress(done, total, summary)}
 
 
 class FlowGone(PipelineError):
@@ -44,8 +74,8 @@ def configure() -> None:
 
     Raises :class:`FlowGone` (with stderr set up to say so) when the named socket does not answer.
     """
-    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) hides the stage's own log lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log (harmless tf.data notices at ERROR level among them) hides the stage's own.
+    os.environ.setdefault(TF_LOG_LEVEL_ENV, "3")
     path = os.environ.get(LOG_SOCKET_ENV)
     try:
         handler = SocketLinesHandler(path) if path else logging.StreamHandler()
@@ -55,16 +85,45 @@ def configure() -> None:
     logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=[handler], force=True)
 
 
+@contextlib.contextmanager
+def native_start_up_lines_dropped() -> Iterator[None]:
+    """Around a first ``import tensorflow``/``keras``: file descriptor 2 goes to a temporary file,
+    then every line of it but TensorFlow's start-up notices comes back to stderr, in order."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = b"".join(line for line in captured if not _START_UP_LINE.match(line))
+            if kept:
+                os.write(2, kept)
+
+
 def encode(record: logging.LogRecord, message: str) -> bytes:
-    return (json.dumps({"level": record.levelno, "name": record.name, "message": message}) + "\n").encode()
+    fields = {"level": record.levelno, "name": record.name, "message": message}
+    if isinstance(getattr(record, "progress", None), Progress):
+        fields["progress"] = record.progress._asdict()
+    return (json.dumps(fields) + "\n").encode()
 
 
 def decode(line: bytes) -> Line:
     """The record of one JSON line; anything else is kept as an INFO message of its own."""
     try:
         fields = json.loads(line)
-        return Line(int(fields["level"]), str(fields["name"]), str(fields["message"]))
-    except (ValueError, TypeError, KeyError):
+        reported = fields.get("progress")
+        step = (
+            None
+            if reported is None
+            else Progress(int(reported["done"]), int(reported["total"]), str(reported["summary"]))
+        )
+        return Line(int(fields["level"]), str(fields["name"]), str(fields["message"]), step)
+    except (ValueError, TypeError, KeyError, AttributeError):
         return Line(logging.INFO, "stage", line.decode(errors="replace").rstrip())
 
 

@@ -27,12 +27,13 @@ class ModelFileError(PipelineError):
 
 
 def load(path: Path) -> keras.Model:
-    """Load ``path`` (``.h5`` or ``.keras``) without running any code it carries."""
+    """Load ``path`` (``.h5`` or ``.keras``) without running any code it carries; not compiled (the
+    caller compiles what it measures)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file; train one with `dvc repro train`")
     try:
-        return keras.models.load_model(path, safe_mode=True)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
         text = str(exc).strip()
         first_line = text.splitlines()[0] if text else type(exc).__name__

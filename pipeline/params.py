@@ -38,15 +38,15 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 SOURCE_SCHEMES = ("http://", "https://", "file://")
 
 
-class IngestParams(_Section):
-    """Where the four IDX files come from (tried in order) and the SHA-256 of each one's content."""
+class DatasetSpec(_Section):
+    """Where the four IDX files come from (tried in order) and the SHA-256 of each one's content.
+
+    Kept in its own file (``datasets/fashion-mnist.yaml``), a dependency of the ingest stage rather
+    than a param, so ``dvc exp show`` and ``dvc params diff`` show what users vary.
+    """
 
     sources: list[str] = Field(min_length=1, max_length=16)
     sha256: dict[str, Sha256]
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
-    retries: Annotated[int, Field(ge=0, le=10)] = 3
-    deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
-    max_mib: Annotated[int, Field(ge=1, le=4096)] = 64
 
     @field_validator("sources")
     @classmethod
@@ -56,10 +56,19 @@ class IngestParams(_Section):
         return sources
 
     @model_validator(mode="after")
-    def _one_checksum_per_file(self) -> IngestParams:
+    def _one_checksum_per_file(self) -> DatasetSpec:
         if set(self.sha256) != set(FILE_NAMES):
             raise ValueError(f"sha256 must map exactly these files: {', '.join(FILE_NAMES)}")
         return self
+
+
+class IngestParams(_Section):
+    """The limits of fetching the dataset's files (the files themselves: :class:`DatasetSpec`)."""
+
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    max_mib: Annotated[int, Field(ge=1, le=4096)] = 64
 
 
 def check_source(source: str) -> str:
@@ -199,6 +208,16 @@ class Params(_Section):
     review: ReviewParams = ReviewParams()
 
 
+def load_dataset_spec(path: Path | str) -> DatasetSpec:
+    """Read and validate a dataset spec file; errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = parse_raw_params(path.read_text(), str(path))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: dataset spec not found") from None
+    return _validated(DatasetSpec, raw, f"{path}: invalid dataset spec")
+
+
 def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: Mapping[str, Any] | None = None) -> Params:
     """Read ``path``, apply dotted-key ``overrides`` (e.g. ``{"train.epochs": 3}``) and validate."""
     return validate_params(read_raw_params(path, overrides), source=str(path))
@@ -229,11 +248,16 @@ def parse_raw_params(text: str, source: str, overrides: Mapping[str, Any] | None
 
 def validate_params(raw: Mapping[str, Any], source: str = "params") -> Params:
     """Validate a params mapping, turning pydantic's report into one line per bad key."""
+    return _validated(Params, raw, f"{source}: invalid params")
+
+
+def _validated(schema: type[_Section], raw: Mapping[str, Any], what: str) -> Any:
+    """``schema`` of ``raw``, turning pydantic's report into one line per bad key after ``what``."""
     try:
-        return Params.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors())
-        raise ParamsError(f"{source}: invalid params: {problems}") from None
+        raise ParamsError(f"{what}: {problems}") from None
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -263,7 +287,7 @@ def _one_line(exc: Exception) -> str:
 
 
 def leaf_values(raw: Mapping[str, Any], source: str = "params") -> dict[str, Any]:
-    """``raw``'s values by dotted key, down to the schema's leaves (``train.epochs``, ``ingest.sha256``).
+    """``raw``'s values by dotted key, down to the schema's leaves (``train.epochs``, ``review.*``).
 
     What another params file means as overrides: only the keys it holds, each checked to be known.
     """

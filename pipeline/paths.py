@@ -16,6 +16,11 @@ class Paths:
         return self.reports_dir / "validate" / "params-valid.txt"
 
     @property
+    def dataset_spec(self) -> Path:
+        """Sources and checksums of the dataset's files: a dependency of ingest, not a param."""
+        return self.root / "datasets" / "fashion-mnist.yaml"
+
+    @property
     def raw_dir(self) -> Path:
         return self.root / "data" / "raw"
 

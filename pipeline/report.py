@@ -127,8 +127,9 @@ def gate_checks(old: Mapping[str, Any], new: Mapping[str, Any], review: ReviewPa
         # Rounding keeps float noise (0.75 - 0.74 = 0.0100000001) from failing a drop equal to the cap.
         passed = cap is None or round(drop, 9) <= cap
         relation = "more than" if not passed else "within"
+        change = f"dropped {_number(drop)}" if drop > 0 else f"rose {_number(-drop)}" if drop < 0 else "held"
         message = (
-            f"{GATE_METRIC} dropped {_number(drop)} ({_number(old_value)} -> {_number(new_value)}), "
+            f"{GATE_METRIC} {change} ({_number(old_value)} -> {_number(new_value)}), "
             f"{relation} review.max_test_accuracy_drop {_number(cap)}"
         )
     checks.append(GateCheck("review.max_test_accuracy_drop", cap, drop, passed, message))
@@ -181,14 +182,14 @@ def _report_lines(
     yield ""
     yield "## Metrics"
     yield ""
-    yield from _metric_table("Metric", metric_rows(old, new))
+    yield from metric_table(metric_rows(old, new))
     per_class = per_class_rows(old, new)
     if per_class:
         yield ""
         yield "<details>"
         yield "<summary>Per-class F1 (test set)</summary>"
         yield ""
-        yield from _metric_table("Class", per_class)
+        yield from metric_table(per_class, label="Class")
         yield ""
         yield "</details>"
 
@@ -229,8 +230,12 @@ def _report_lines(
         yield f"![{title}]({link})"
 
 
-def _metric_table(label: str, rows: Sequence[MetricRow]) -> Iterator[str]:
-    yield f"| {label} | Base | New | Change |"
+def metric_table(
+    rows: Sequence[MetricRow], label: str = "Metric", old: str = "Base", new: str = "New"
+) -> Iterator[str]:
+    """The Markdown table of ``rows``: old and new values and the change, fixed decimals; the review
+    report's and the flow's metrics artifact's."""
+    yield f"| {label} | {old} | {new} | Change |"
     yield "| --- | ---: | ---: | ---: |"
     for row in rows:
         yield f"| {_cell(row.name)} | {_number(row.old)} | {_number(row.new)} | {_delta(row.delta)} |"
@@ -293,7 +298,8 @@ def run(
         log.info("review of the workspace against %s -> %s", base, output)
     failed = [check.message for check in checks if check.threshold is not None and not check.passed]
     if failed:
-        raise GateFailed("regression gate failed: " + "; ".join(failed))
+        where = "above" if output is None else f"in {output}"
+        raise GateFailed(f"the report is written ({where}); regression gate failed: " + "; ".join(failed))
     return text
 
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from pipeline import atomic, figures, model_file, models
 from pipeline.dataset import CLASS_NAMES
 from pipeline.errors import PipelineError
+from pipeline.logs import progress
 from pipeline.params import Params, TrainParams
 from pipeline.paths import Paths
 from pipeline.splits import Split, load_split
@@ -122,6 +123,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
+        val_accuracy = logs.get("val_accuracy", float("nan"))
         log.info(
             "epoch %d/%d: loss %.4f accuracy %.4f | val_loss %.4f val_accuracy %.4f | %.1f s",
             epoch + 1,
@@ -129,8 +131,11 @@ class EpochLog(keras.callbacks.Callback):
             logs.get("loss", float("nan")),
             logs.get("accuracy", float("nan")),
             logs.get("val_loss", float("nan")),
-            logs.get("val_accuracy", float("nan")),
+            val_accuracy,
             time.monotonic() - self.started,
+            extra=progress(
+                epoch + 1, self.epochs, f"epoch {epoch + 1} of {self.epochs}, val_accuracy {val_accuracy:.4f}"
+            ),
         )
 
 
@@ -196,7 +201,9 @@ def run(paths: Paths, params: TrainParams) -> pd.DataFrame:
         f"reduce train.batch_size or the layer sizes in train.model.{params.model.architecture}",
     ):
         model = models.make_model(train.x.shape[1:], len(CLASS_NAMES), params.model)
-        model.summary(print_fn=log.info)
+        size = f"{model.count_params():,}"
+        log.info("model %s: %s parameters, %d layers", model.name, size, len(model.layers))
+        model.summary(print_fn=log.debug)
         with atomic.atomic_path(paths.model) as checkpoint:
             history = fit(model, train, val, params, checkpoint)
             best_model = check_converged(history, checkpoint, params.learning_rate)

@@ -27,7 +27,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   else
     cat >&2 <<'MSG'
 note: could not install the Debian packages (needs apt-get and root or passwordless sudo).
-  Fashion-MNIST: the ingest stage downloads it from the mirrors in params.yaml (ingest.sources),
+  Fashion-MNIST: the ingest stage downloads it from the mirrors in datasets/fashion-mnist.yaml,
   verifying each file's SHA-256. Offline, put the four .gz files in a directory and run with
   FASHION_MNIST_SOURCES=/that/directory.
   Chromium (tests only): the HTML plot test is skipped without it.

@@ -25,9 +25,19 @@ from pipeline.params import read_raw_params
 from pipeline.paths import Paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PLOT_TEMPLATES = ".dvc/plots"  # dvc.yaml's custom plot templates, copied after `dvc init`
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 # What a project copy needs to run the pipeline and the flow; data and outputs are made fresh.
-PROJECT_FILES = ("pipeline", "flows", "presets", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore")
+PROJECT_FILES = (
+    "pipeline",
+    "flows",
+    "presets",
+    "datasets",
+    "dvc.yaml",
+    "params.yaml",
+    "prefect.yaml",
+    ".dvcignore",
+)
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -87,11 +97,9 @@ def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSourc
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic-fashion-mnist"))
 
 
-def tiny_params(source: SyntheticSource) -> dict:
-    """The repository's params.yaml pointed at ``source``, with a small, fast model."""
+def tiny_params() -> dict:
+    """The repository's params.yaml with a small, fast model."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["ingest"]["sources"] = [str(source.directory)]
-    params["ingest"]["sha256"] = dict(source.sha256)
     params["ingest"]["retries"] = 0
     params["train"]["model"]["dense"]["hidden_units"] = [16]
     params["train"]["epochs"] = 3
@@ -99,10 +107,21 @@ def tiny_params(source: SyntheticSource) -> dict:
     return params
 
 
+def write_dataset_spec(root: Path, source: SyntheticSource, sources: list[str] | None = None) -> Path:
+    """``root``'s dataset spec, naming ``source`` (or ``sources``) and its checksums."""
+    path = Paths(root).dataset_spec
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = {"sources": sources or [str(source.directory)], "sha256": dict(source.sha256)}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 @pytest.fixture
 def params_file(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
+    """Tiny params in ``tmp_path``, with a dataset spec naming the synthetic source."""
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(tiny_params(synthetic_source), sort_keys=False))
+    path.write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_dataset_spec(tmp_path, synthetic_source)
     return path
 
 
@@ -140,9 +159,11 @@ def project(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif source.exists():
             shutil.copy2(source, root / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(synthetic_source), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_dataset_spec(root, synthetic_source)
     run("git", "init", "-q", "-b", "main", cwd=root)
     dvc("init", "-q", cwd=root)
+    shutil.copytree(REPO_ROOT / PLOT_TEMPLATES, root / PLOT_TEMPLATES)
     dvc("config", "core.autostage", "true", cwd=root)
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-q", "-m", "project copy", cwd=root)

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from conftest import run
+from pipeline.paths import Paths
 
 
 def pipeline_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -30,9 +31,10 @@ def test_bad_params_fail_before_any_work_with_one_line(tmp_path, params_file) ->
 
 
 def test_unreachable_sources_fail_with_every_source_and_the_fix(tmp_path, params_file) -> None:
-    params = yaml.safe_load(params_file.read_text())
-    params["ingest"]["sources"] = [str(tmp_path / "nowhere"), "http://127.0.0.1:9/fashion"]
-    params_file.write_text(yaml.safe_dump(params))
+    spec = Paths(tmp_path).dataset_spec
+    sha256 = yaml.safe_load(spec.read_text())["sha256"]
+    sources = [str(tmp_path / "nowhere"), "http://127.0.0.1:9/fashion"]
+    spec.write_text(yaml.safe_dump({"sources": sources, "sha256": sha256}))
     result = pipeline_cli("ingest", "--params", str(params_file), cwd=tmp_path)
     assert result.returncode == 1
     assert f"{tmp_path / 'nowhere'}: neither" in result.stderr

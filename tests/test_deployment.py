@@ -208,7 +208,7 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
             "flow_runs": {"id": {"any_": [override]}},
         },
     ).json()
-    assert len(metrics) == 1 and "| test accuracy |" in metrics[0]["data"]
+    assert len(metrics) == 1 and "| test.accuracy |" in metrics[0]["data"]
 
 
 def trigger(server: PrefectServer, cwd: Path, deployment: str = DEPLOYMENT, *args: str) -> str:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psutil
@@ -45,9 +46,10 @@ from conftest import (
 from flows import reports
 from flows.cli import overrides_from
 from flows.params_update import key_value, write_params
-from flows.pipeline_flow import METRICS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
+from flows.pipeline_flow import METRICS_ARTIFACT, PER_CLASS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
 from flows.stage import pipeline_stages
 from flows.workspace import RUNS_DIR, locked
+from pipeline.dataset import CLASS_NAMES
 from pipeline.params import ParamsError, read_raw_params
 from pipeline.paths import Paths
 
@@ -72,14 +74,19 @@ def task_states(state: State) -> dict[str, str]:
     return {run.name: run.state.name for run in runs}
 
 
-def artifact(state: State, key: str) -> str:
-    """The Markdown of the flow run's artifact ``key``."""
+def artifact_record(state: State, key: str) -> Any:
+    """The flow run's artifact ``key``, as the API returns it."""
     with get_client(sync_client=True) as client:
         (found,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)])),
         )
-    return found.data
+    return found
+
+
+def artifact(state: State, key: str) -> str:
+    """The content of the flow run's artifact ``key`` (Markdown, or a table as JSON)."""
+    return artifact_record(state, key).data
 
 
 def log_messages(state: State) -> str:
@@ -179,27 +186,39 @@ def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path,
     assert "stage 'train' runs: " in logs  # why, from DVC's status
     assert "pipeline.train: epoch 3/3: loss" in logs  # the stage's own records reached Prefect
     assert "pipeline.train: best epoch" in logs
-    assert "git add" not in logs and "autostage" not in logs  # DVC's hints are for a terminal
+    # What a user reads, no more: no DVC hints or mechanics, no TensorFlow or Keras start-up notices.
+    noises = ("git add", "autostage", "Running stage", "Updating lock file", "absl", "oneDNN", "compiled")
+    for noise in noises:
+        assert noise not in logs, noise
     assert result["experiment"] in experiments(project)
     metrics = json.loads(Paths(project).metrics_json.read_text())
     table = artifact(first, METRICS_ARTIFACT)
-    assert f"| test accuracy | n/a | {metrics['test']['accuracy']:.4f} | n/a |" in table
-    assert f"| val loss | n/a | {metrics['val']['loss']:.4f} | n/a |" in table
+    assert f"| test.accuracy | — | {metrics['test']['accuracy']:.4f} | — |" in table
+    assert f"| val.loss | — | {metrics['val']['loss']:.4f} | — |" in table
     assert f"dvc exp apply {result['experiment']}" in table
+    per_class = json.loads(artifact(first, PER_CLASS_ARTIFACT))
+    assert [row["class"] for row in per_class] == list(CLASS_NAMES)  # label order, as the figures
+    assert per_class[1]["f1"] == round(metrics["test"]["per_class"]["Trouser"]["f1"], 4)
     plots = artifact(first, PLOTS_ARTIFACT)
-    for png in (Paths(project).samples_png, Paths(project).confusion_png, Paths(project).f1_png):
-        assert png.resolve().as_uri() in plots
-    assert "dvc plots show" in plots
+    for png in Paths(project).figures().values():  # drawn in the UI, not file:// links
+        assert reports.png_data_url(png) in plots
+    assert "python -m pipeline plots show" in plots
+    progress = artifact_record(first, "fashion-train-progress")  # live while train ran; now at its end
+    assert progress.type == "progress" and progress.data == 100.0
+    assert progress.description.startswith("train: epoch 3 of 3, val_accuracy ")
 
     lock = (project / "dvc.lock").read_bytes()
     second = run_flow(project)
     assert second.is_completed(), second.message
     assert second.result() == {"stages": dict.fromkeys(STAGES, "skipped"), "experiment": None, "commit": None}
-    assert task_states(second) == dict.fromkeys(STAGES, "Skipped")
-    assert "Stage 'train' didn't change, skipping" in log_messages(second)
+    # Skipped tasks say so in their names, which the run graph shows.
+    assert task_states(second) == {f"{name} (skipped)": "Skipped" for name in STAGES}
+    assert "Finished in state Skipped('skipped: its code, data and params match dvc.lock'" in log_messages(
+        second
+    )
     assert (project / "dvc.lock").read_bytes() == lock
     accuracy = metrics["test"]["accuracy"]
-    assert f"| test accuracy | {accuracy:.4f} | {accuracy:.4f} | +0.0000 |" in artifact(
+    assert f"| test.accuracy | {accuracy:.4f} | {accuracy:.4f} | 0.0000 |" in artifact(
         second, METRICS_ARTIFACT
     )
 
@@ -231,7 +250,11 @@ def test_overrides_are_recorded_and_a_failing_run_puts_params_and_outputs_back(
     assert failed.is_failed()
     assert "stage 'preprocess' failed" in failed.message
     assert "the resulting train set will be empty" in failed.message
-    assert task_states(failed) == {"validate": "Completed", "ingest": "Skipped", "preprocess": "Failed"}
+    assert task_states(failed) == {
+        "validate": "Completed",
+        "ingest (skipped)": "Skipped",
+        "preprocess": "Failed",
+    }
     assert {path: path.read_bytes() for path in preprocess_outputs} == before
     assert params_file.read_bytes() == params  # the override is gone again
     assert (project / "dvc.lock").read_bytes() == lock
@@ -451,7 +474,9 @@ def test_an_isolated_run_leaves_the_checkout_untouched_and_is_an_experiment_to_a
     assert json.loads(Paths(project).metrics_json.read_text()) == experiment["metrics"]
     assert history_epochs(project) == locked_epochs(project) == 2
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}  # model and data came too
-    assert f"dvc plots diff HEAD {result['experiment']}" in artifact(state, PLOTS_ARTIFACT)
+    plots = artifact(state, PLOTS_ARTIFACT)
+    assert f"python -m pipeline plots diff HEAD {result['experiment']}" in plots
+    assert plots.count("](data:image/png;base64,") == len(Paths(project).figures())  # drawn, not linked
 
 
 @pytest.mark.integration
@@ -506,9 +531,10 @@ def test_metrics_table_shows_previous_current_and_change() -> None:
     previous = {"val": {"accuracy": 0.8, "loss": 0.5}, "test": {"accuracy": 0.75, "loss": 0.6}}
     current = {"val": {"accuracy": 0.85, "loss": 0.45}, "test": {"accuracy": 0.7, "loss": 0.65}}
     table = reports.metrics_markdown(current, previous)
-    assert "| val accuracy | 0.8000 | 0.8500 | +0.0500 |" in table
-    assert "| test accuracy | 0.7500 | 0.7000 | -0.0500 |" in table
-    assert "| test loss | n/a | 0.6500 | n/a |" in reports.metrics_markdown(current, None)
+    assert "| Metric | Previous run | This run | Change |" in table
+    assert "| val.accuracy | 0.8000 | 0.8500 | +0.0500 |" in table
+    assert "| test.accuracy | 0.7500 | 0.7000 | -0.0500 |" in table
+    assert "| test.loss | — | 0.6500 | — |" in reports.metrics_markdown(current, None)
 
 
 def test_write_params_edits_only_the_changed_values(tmp_path: Path) -> None:

@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from pipeline.params import ParamsError, leaf_values, load_params, read_raw_params
+from pipeline.params import (
+    ParamsError,
+    leaf_values,
+    load_dataset_spec,
+    load_params,
+    read_raw_params,
+    validate_params,
+)
+from pipeline.paths import Paths
 
 
 def write(tmp_path: Path, params: dict) -> Path:
@@ -31,7 +39,7 @@ def test_repository_params_reproduce_the_tutorials_best_run() -> None:
     assert params.train.optimizer == "adam"
     assert (params.train.epochs, params.train.batch_size) == (20, 32)
     assert (params.preprocess.test_size, params.preprocess.random_state) == (0.2, 42)
-    assert params.ingest.sources[0] == "/usr/share/datasets/fashion-mnist"
+    assert load_dataset_spec(Paths(REPO_ROOT).dataset_spec).sources[0] == "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.mark.parametrize(
@@ -84,13 +92,30 @@ def test_missing_and_unknown_keys(tmp_path, raw_params) -> None:
     assert "train.epoch: unknown key" in str(error.value)
 
 
-def test_checksums_must_cover_exactly_the_four_files(tmp_path, raw_params) -> None:
-    raw_params["ingest"]["sha256"].pop("t10k-labels-idx1-ubyte")
-    with pytest.raises(ParamsError, match=r"ingest: .*t10k-labels-idx1-ubyte"):
-        load_params(write(tmp_path, raw_params))
-    raw_params["ingest"]["sha256"]["t10k-labels-idx1-ubyte"] = "not-a-hash"
-    with pytest.raises(ParamsError, match=r"ingest\.sha256\.t10k-labels-idx1-ubyte"):
-        load_params(write(tmp_path, raw_params))
+def test_dataset_spec_checksums_must_cover_exactly_the_four_files(tmp_path) -> None:
+    spec = yaml.safe_load(Paths(REPO_ROOT).dataset_spec.read_text())
+    spec["sha256"].pop("t10k-labels-idx1-ubyte")
+    with pytest.raises(ParamsError, match=r"params.yaml: invalid dataset spec: .*t10k-labels-idx1-ubyte"):
+        load_dataset_spec(write(tmp_path, spec))
+    spec["sha256"]["t10k-labels-idx1-ubyte"] = "not-a-hash"
+    with pytest.raises(ParamsError, match=r"sha256\.t10k-labels-idx1-ubyte"):
+        load_dataset_spec(write(tmp_path, spec))
+    spec["sha256"]["t10k-labels-idx1-ubyte"] = "0" * 64
+    spec["sources"] = ["ftp://example.com/fashion"]
+    with pytest.raises(ParamsError, match=r"sources: .*'ftp://example.com/fashion': sources are directories"):
+        load_dataset_spec(write(tmp_path, spec))
+    spec["sources"] = [""]
+    with pytest.raises(ParamsError, match=r"sources: .*an empty source"):
+        load_dataset_spec(write(tmp_path, spec))
+    with pytest.raises(ParamsError, match="dataset spec not found"):
+        load_dataset_spec(tmp_path / "missing.yaml")
+
+
+def test_dataset_values_are_not_params(raw_params) -> None:
+    """Sources and checksums live in the dataset spec, so `dvc exp show` shows what users vary."""
+    raw_params["ingest"]["sources"] = ["/srv/fashion"]
+    with pytest.raises(ParamsError, match="ingest.sources: unknown key"):
+        validate_params(raw_params)
 
 
 def test_malformed_or_missing_file(tmp_path) -> None:
@@ -145,8 +170,6 @@ def test_an_odd_override_is_one_clear_error_and_never_executed(value: str, messa
             2**32,
             r"preprocess\.random_state: .*less than or equal to 4294967295",
         ),
-        ("ingest", "sources", ["ftp://mirror/fm"], r"ingest\.sources: .*directories or http://, https://"),
-        ("ingest", "sources", [""], r"ingest\.sources: .*an empty source"),
         ("ingest", "max_mib", 0, r"ingest\.max_mib: Input should be greater than or equal to 1"),
     ],
 )

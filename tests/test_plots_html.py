@@ -1,9 +1,9 @@
-"""The page of ``dvc plots show`` opens in a browser: headless Chromium draws every plot, offline.
+"""``python -m pipeline plots diff`` opens in a browser: headless Chromium draws every plot, offline.
 
-DVC's default page loads vega, vega-lite and vega-embed from a CDN, which tests cannot reach; the page
-here uses DVC's ``--html-template`` with those libraries inlined from ``vl-convert-python``'s bundle.
-Locally the test skips without Chromium (Debian ``chromium`` + ``chromium-driver``), selenium or
-vl-convert-python; in CI (``CI`` set) their absence is a failure.
+DVC's default page loads vega, vega-lite and vega-embed from a CDN; the command's page inlines them.
+Chromium runs behind a proxy that does not exist, so a page that reached for the network would show
+nothing. Locally the test skips without Chromium (Debian ``chromium`` + ``chromium-driver``) or
+selenium; in CI (``CI`` set) their absence is a failure.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,24 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import dvc
+from conftest import dvc, run, set_params
+from pipeline.dataset import CLASS_NAMES
 
 pytestmark = pytest.mark.integration
-
-PAGE = """<!DOCTYPE html>
-<html>
-<head>
-<meta charset="utf-8">
-<title>DVC plots</title>
-<script>
-{bundle}
-</script>
-</head>
-<body>
-{{plot_divs}}
-</body>
-</html>
-"""
 
 # What the browser drew: data marks (or a sized canvas) per vega plot, and each image's load state.
 PROBE = """
@@ -47,7 +34,14 @@ for (const div of document.querySelectorAll('.vega-embed')) {
   plots[div.id] = marks + canvases;
 }
 const images = [...document.images].map(i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0]);
-return {plots, images};
+const axes = {};  // per plot: each axis's description and its tick labels, in drawn order
+for (const div of document.querySelectorAll('.vega-embed')) {
+  axes[div.id] = [...div.querySelectorAll('g.role-axis')].map(axis => [
+    axis.getAttribute('aria-label') || '',
+    [...axis.querySelectorAll('.role-axis-label text')].map(text => text.textContent),
+  ]);
+}
+return {plots, images, axes};
 """
 
 
@@ -57,20 +51,6 @@ def require(available: bool, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required in CI")
     pytest.skip(f"{what} is not installed")
-
-
-def offline_template(path: Path) -> Path:
-    """DVC's page with vega, vega-lite (latest 5.x, as DVC's specs use) and vega-embed inlined."""
-    try:
-        import vl_convert
-    except ImportError:
-        require(False, "vl-convert-python")
-        raise
-    v5 = [version for version in vl_convert.get_vegalite_versions() if version.startswith("5.")]
-    bundle = vl_convert.javascript_bundle(vl_version=max(v5, key=lambda v: tuple(map(int, v.split(".")))))
-    assert "</script" not in bundle.lower()
-    path.write_text(PAGE.format(bundle=bundle))
-    return path
 
 
 def expected_plots(dvc_yaml: Path) -> tuple[set[str], set[str]]:
@@ -113,6 +93,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--disable-sync",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         "--window-size=1400,2400",
+        "--proxy-server=http://127.0.0.1:9",  # nothing listens: any network request fails
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -128,10 +109,14 @@ def test_plots_page_draws_every_plot_in_chromium(project: Path, browser: Any, tm
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    template = offline_template(tmp_path / "offline-template.html")
     dvc("repro", cwd=project)
-    dvc("plots", "show", "--html-template", str(template), "--out", "dvc_plots", cwd=project)
+    run("git", "add", "-A", cwd=project)
+    run("git", "commit", "-q", "-m", "a run", cwd=project)
+    set_params(project, {"train.epochs": 2, "train.model.dense.hidden_units": [8]})
+    dvc("repro", cwd=project)
+    command = run(sys.executable, "-m", "pipeline", "plots", "diff", "HEAD", cwd=project)
     page = project / "dvc_plots" / "index.html"
+    assert page.as_uri() in command.stdout  # DVC says where the page is
     html = page.read_text()
     assert "cdn.jsdelivr.net" not in html, "the page would need the network"
     vega_ids, image_paths = expected_plots(project / "dvc.yaml")
@@ -162,3 +147,13 @@ def test_plots_page_draws_every_plot_in_chromium(project: Path, browser: Any, tm
         assert any(source.endswith(path.replace("/", "_")) for source in sources), path
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+    # Both revisions, whole epochs on the x axes, and the classes in label order as in the PNG.
+    assert "HEAD" in html and "workspace" in html
+    for plot in ("Loss_per_epoch", "Accuracy_per_epoch"):
+        (ticks,) = [labels for description, labels in state["axes"][plot] if description.startswith("X-axis")]
+        assert ticks and all(tick.isdigit() for tick in ticks), ticks
+    matrix = dict(state["axes"]["Confusion_matrix__test_set_"])
+    (actual,) = [labels for description, labels in matrix.items() if description.startswith("Y-axis")]
+    assert actual == list(CLASS_NAMES)
+    assert not (project / "plots.html").exists()  # nothing left in the project but dvc_plots/ (ignored)

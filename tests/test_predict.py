@@ -273,6 +273,7 @@ def test_the_command_line(tmp_path, trained, test_split) -> None:
     )
     assert ok.stdout == f"{files['a.png']}\t{CLASS_NAMES[test_split.y[0]]}\t" + ok.stdout.split("\t", 2)[2]
     assert ok.stdout.count("\n") == 1
+    assert ok.stderr == ""  # no TensorFlow start-up notices
     failed = run(
         sys.executable,
         "-m",

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import REPO_ROOT, dvc, requires_real_data, run
 from pipeline.dataset import CLASS_NAMES
 from pipeline.ingest import ingest
-from pipeline.params import load_params
+from pipeline.params import load_dataset_spec, load_params
 from pipeline.paths import Paths
 from pipeline.preprocess import run as preprocess
 from pipeline.splits import load_split
@@ -28,9 +28,9 @@ def _real_data() -> None:
 
 
 def test_debian_files_verify_and_split_like_the_tutorial(tmp_path: Path) -> None:
-    params = load_params(REPO_ROOT / "params.yaml")
+    params, spec = load_params(REPO_ROOT / "params.yaml"), load_dataset_spec(Paths(REPO_ROOT).dataset_spec)
     paths = Paths(tmp_path)
-    ingest(params.ingest.sources[:1], params.ingest.sha256, paths.raw_dir)
+    ingest(spec.sources[:1], spec.sha256, paths.raw_dir)
     preprocess(paths, **params.preprocess.model_dump())
     train, val, test = (load_split(paths.split(name)) for name in ("train", "val", "test"))
     assert (len(train.y), len(val.y), len(test.y)) == (48000, 12000, 10000)

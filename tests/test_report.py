@@ -178,9 +178,18 @@ def test_failed_gate_is_named_at_the_top_and_in_its_table() -> None:
     headline = next(line for line in text.splitlines() if line.startswith("**Regression gate failed:**"))
     assert "test.accuracy 0.7500 is below review.min_test_accuracy 0.8000" in headline
     assert "dropped 0.0400 (0.7900 -> 0.7500), more than review.max_test_accuracy_drop 0.0100" in headline
+
     gate = table(text, "Check")
     assert gate["review.min_test_accuracy"] == ["0.8000", "0.7500", "**FAIL**"]
     assert gate["review.max_test_accuracy_drop"] == ["0.0100", "0.0400", "**FAIL**"]
+
+
+def test_a_rise_in_accuracy_reads_as_a_rise() -> None:
+    (_, drop) = gate_checks(NEW, OLD, ReviewParams(max_test_accuracy_drop=0.01))
+    assert drop.passed
+    assert drop.message == (
+        "test.accuracy rose 0.0400 (0.7500 -> 0.7900), within review.max_test_accuracy_drop 0.0100"
+    )
 
 
 def test_gate_with_missing_accuracy_fails_only_when_on() -> None:
@@ -306,6 +315,8 @@ def test_report_against_a_committed_run(project: Path) -> None:
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 1
+    assert "report failed" not in result.stderr  # it was written; the change failed the gate
+    assert "the report is written (in review.md); regression gate failed" in result.stderr
     assert f"regression gate failed: test.accuracy {new_accuracy:.4f} is below " in result.stderr
     assert f"review.min_test_accuracy {floor:.4f}" in result.stderr
     assert text is not None and "**FAIL**" in text, "the report is written even when the gate fails"

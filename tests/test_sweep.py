@@ -51,7 +51,8 @@ def stage_task_states(sweep: State, stage: str) -> list[str]:
         )
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[trials.id])),
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[stage])),
+            # "ingest", or "ingest (skipped)" for an up-to-date stage
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=stage)),
         )
     return sorted(run.state.name for run in runs)
 
