@@ -214,7 +214,7 @@ def publish_artifacts(
         description="Validation and test accuracy and loss, against the previous run",
     )
     create_table_artifact(
-        reports.per_class_table(metrics),
+        reports.per_class_table(paths.per_class_json),
         key=PER_CLASS_ARTIFACT,
         description="Precision, recall and F1 of each class on the test set",
     )

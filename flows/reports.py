@@ -19,7 +19,6 @@ from uuid import UUID
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pipeline import report
-from pipeline.dataset import CLASS_NAMES
 from pipeline.logs import Progress
 from pipeline.paths import Paths
 
@@ -45,13 +44,12 @@ def metrics_markdown(
     return "## Fashion-MNIST metrics\n\n" + table + recorded + "\n"
 
 
-def per_class_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per class, in label order: the test set's precision, recall and F1."""
-    scores = metrics["test"]["per_class"]
+def per_class_table(path: Path) -> list[dict[str, Any]]:
+    """The evaluate stage's per-class rows (label, class, precision, recall, F1), scores rounded."""
+    rows = json.loads(path.read_text())
     return [
-        {"label": label, "class": name, **{key: round(value, 4) for key, value in scores[name].items()}}
-        for label, name in enumerate(CLASS_NAMES)
-        if name in scores
+        {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}
+        for row in rows
     ]
 
 

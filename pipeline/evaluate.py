@@ -51,15 +51,15 @@ def check_export_agrees(
     log.info("model.keras agrees with best-model.h5 on all %d test images", len(expected))
 
 
-def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, dict[str, float]]:
-    """Precision, recall and F1 of each class, by class name."""
+def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> list[dict[str, Any]]:
+    """Precision, recall and F1 of each class, one row per class in label order."""
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(len(CLASS_NAMES))), zero_division=0
     )
-    return {
-        name: {"precision": float(p), "recall": float(r), "f1": float(f)}
-        for name, p, r, f in zip(CLASS_NAMES, precision, recall, f1, strict=True)
-    }
+    return [
+        {"label": label, "class": name, "precision": float(p), "recall": float(r), "f1": float(f)}
+        for label, (name, p, r, f) in enumerate(zip(CLASS_NAMES, precision, recall, f1, strict=True))
+    ]
 
 
 def main(params: Params, paths: Paths) -> None:
@@ -68,7 +68,8 @@ def main(params: Params, paths: Paths) -> None:
 
 
 def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
-    """Write ``metrics.json``, the test predictions CSV, the confusion matrix and F1 figures."""
+    """Write ``metrics.json``, the per-class scores, the test predictions CSV, the confusion matrix
+    and F1 figures; return the metrics."""
     model = model_file.load(paths.model)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # what the tutorial reports
     classifier = Classifier.load(paths.keras_model)
@@ -85,11 +86,11 @@ def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
         "val": loss_and_accuracy(model, val, params.batch_size),
         "test": {
             **loss_and_accuracy(model, test, params.batch_size),
-            "macro_f1": float(np.mean([scores["f1"] for scores in per_class.values()])),
-            "per_class": per_class,
+            "macro_f1": float(np.mean([row["f1"] for row in per_class])),
         },
     }
     atomic.write_text(paths.metrics_json, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(paths.per_class_json, json.dumps(per_class, indent=2) + "\n")
     names = np.asarray(CLASS_NAMES)
     predictions = pd.DataFrame(
         {
@@ -101,7 +102,7 @@ def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
     )
     atomic.write_text(paths.predictions_csv, predictions.to_csv(index=False))
     figures.save(figures.confusion_matrix(test.y, y_pred, CLASS_NAMES), paths.confusion_png)
-    figures.save(figures.per_class_f1({n: s["f1"] for n, s in per_class.items()}), paths.f1_png)
+    figures.save(figures.per_class_f1({row["class"]: row["f1"] for row in per_class}), paths.f1_png)
     log.info(
         "val accuracy %.4f loss %.4f | test accuracy %.4f loss %.4f",
         metrics["val"]["accuracy"],

@@ -71,6 +71,12 @@ class Paths:
         return self.reports_dir / "evaluate" / "metrics.json"
 
     @property
+    def per_class_json(self) -> Path:
+        """Precision, recall and F1 of each test class, in label order: a plot, not metrics, so
+        ``dvc exp show`` keeps to the headline numbers."""
+        return self.reports_dir / "evaluate" / "per_class.json"
+
+    @property
     def predictions_csv(self) -> Path:
         return self.reports_dir / "evaluate" / "test_predictions.csv"
 

@@ -84,10 +84,18 @@ def metric_rows(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[MetricRo
     return [MetricRow(name, old_flat.get(name), new_flat.get(name)) for name in names]
 
 
-def per_class_rows(old: Mapping[str, Any], new: Mapping[str, Any], score: str = "f1") -> list[MetricRow]:
+def per_class_scores(table: Sequence[Mapping[str, Any]] | None, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Scores by class name: from ``per_class.json``'s rows, or, at a revision from before that
+    file, from its ``metrics.json`` (``test.per_class``)."""
+    if table is not None:
+        return {row["class"]: row for row in table}
+    return dict(metrics.get("test", {}).get("per_class", {}))
+
+
+def per_class_rows(
+    old_classes: Mapping[str, Any], new_classes: Mapping[str, Any], score: str = "f1"
+) -> list[MetricRow]:
     """Old/new ``score`` of each test class, sorted by class name."""
-    old_classes = old.get("test", {}).get("per_class", {})
-    new_classes = new.get("test", {}).get("per_class", {})
     return [
         MetricRow(name, old_classes.get(name, {}).get(score), new_classes.get(name, {}).get(score))
         for name in sorted(old_classes.keys() | new_classes.keys())
@@ -146,9 +154,11 @@ def build_report(
     checks: Sequence[GateCheck],
     images: Sequence[tuple[str, str]] = (),
     stale_stages: Sequence[str] = (),
+    per_class: Sequence[MetricRow] = (),
 ) -> str:
-    """The whole Markdown report; ``images`` are ``(title, link)`` pairs."""
-    return "\n".join(_report_lines(base, base_commit, old, new, params, checks, images, stale_stages)) + "\n"
+    """The whole Markdown report; ``images`` are ``(title, link)`` pairs, ``per_class`` the F1 rows."""
+    lines = _report_lines(base, base_commit, old, new, params, checks, images, stale_stages, per_class)
+    return "\n".join(lines) + "\n"
 
 
 def _report_lines(
@@ -160,6 +170,7 @@ def _report_lines(
     checks: Sequence[GateCheck],
     images: Sequence[tuple[str, str]],
     stale_stages: Sequence[str],
+    per_class: Sequence[MetricRow],
 ) -> Iterator[str]:
     commit = f" (`{base_commit[:7]}`)" if base_commit else ""
     yield MARKER
@@ -183,7 +194,6 @@ def _report_lines(
     yield "## Metrics"
     yield ""
     yield from metric_table(metric_rows(old, new))
-    per_class = per_class_rows(old, new)
     if per_class:
         yield ""
         yield "<details>"
@@ -220,8 +230,8 @@ def _report_lines(
     yield "## Plots"
     yield ""
     yield (
-        f"Interactive loss, accuracy and confusion-matrix plots of both revisions: `dvc plots diff {base}` "
-        "(writes `dvc_plots/index.html`)."
+        "Interactive loss, accuracy, confusion-matrix and per-class plots of both revisions: "
+        f"`python -m pipeline plots diff {base}` (writes `dvc_plots/index.html`, drawn offline)."
     )
     for title, link in images:
         yield ""
@@ -273,8 +283,8 @@ def run(
     image_base_url: str | None = None,
 ) -> str:
     """Write the report to ``output`` (stdout when ``None``), then raise :class:`GateFailed` if it fails."""
-    old, new, params, base_commit, stale = read_revisions(paths, base)
-    checks = gate_checks(old, new, review)
+    compared = read_revisions(paths, base)
+    checks = gate_checks(compared.old, compared.new, review)
     link_dir = output.parent if output is not None else Path(".")
     images = [
         (title, image_link(path, paths.root, link_dir, image_base_url))
@@ -283,13 +293,14 @@ def run(
     ]
     text = build_report(
         base=base,
-        base_commit=base_commit,
-        old=old,
-        new=new,
-        params=params,
+        base_commit=compared.base_commit,
+        old=compared.old,
+        new=compared.new,
+        params=compared.params,
         checks=checks,
         images=images,
-        stale_stages=stale,
+        stale_stages=compared.stale_stages,
+        per_class=per_class_rows(compared.old_classes, compared.new_classes),
     )
     if output is None:
         print(text, end="")
@@ -310,10 +321,22 @@ def image_link(path: Path, root: Path, link_dir: Path, base_url: str | None) -> 
     return Path(os.path.relpath(path, link_dir)).as_posix()
 
 
-def read_revisions(
-    paths: Paths, base: str
-) -> tuple[dict[str, Any], dict[str, Any], list[ParamChange], str | None, list[str]]:
-    """Base and workspace metrics, the params diff, the base commit and stale stages, through DVC."""
+@dataclass(frozen=True)
+class Revisions:
+    """What the report compares, read from the base revision and the workspace."""
+
+    old: dict[str, Any]
+    new: dict[str, Any]
+    params: list[ParamChange]
+    base_commit: str | None
+    stale_stages: list[str]
+    old_classes: dict[str, Any]  # per-class scores by class name
+    new_classes: dict[str, Any]
+
+
+def read_revisions(paths: Paths, base: str) -> Revisions:
+    """Base and workspace metrics, the params diff, the base commit, stale stages and the per-class
+    scores of both, through DVC and git."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from scmrepo.exceptions import SCMError
@@ -327,9 +350,23 @@ def read_revisions(
             new = _metrics_of(shown, "workspace", target, "the workspace")
             params = param_changes(repo.params.diff(a_rev=base).get("diff", {}))
             stale = sorted(repo.status())
+            per_class_path = paths.per_class_json.relative_to(paths.root).as_posix()
+            base_fs = repo.scm.get_fs(base_commit)
+            base_table = (
+                json.loads(base_fs.read_text(per_class_path)) if base_fs.exists(per_class_path) else None
+            )
     except (DvcException, SCMError) as exc:
         raise ReportError(f"cannot compare with {base!r}: {exc}") from None
-    return old, new, params, base_commit, stale
+    new_table = json.loads(paths.per_class_json.read_text()) if paths.per_class_json.is_file() else None
+    return Revisions(
+        old,
+        new,
+        params,
+        base_commit,
+        stale,
+        per_class_scores(base_table, old),
+        per_class_scores(new_table, new),
+    )
 
 
 def _metrics_of(shown: Mapping[str, Any], rev: str, target: str, where: str) -> dict[str, Any]:

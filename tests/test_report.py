@@ -23,6 +23,7 @@ from pipeline.report import (
     metric_rows,
     param_changes,
     per_class_rows,
+    per_class_scores,
 )
 
 OLD = {
@@ -67,6 +68,7 @@ def report(**overrides) -> str:
         "params": [ParamChange("train.epochs", 20, 3)],
         "checks": gate_checks(OLD, NEW, ReviewParams()),
         "images": [("Loss per epoch", "reports/train/loss.png")],
+        "per_class": per_class_rows(OLD["test"]["per_class"], NEW["test"]["per_class"]),
     }
     return build_report(**(arguments | overrides))
 
@@ -102,8 +104,15 @@ def test_rows_missing_on_one_side_have_no_delta() -> None:
 
 
 def test_per_class_rows_are_sorted_by_class_name() -> None:
-    rows = per_class_rows(OLD, NEW)
+    rows = per_class_rows(OLD["test"]["per_class"], NEW["test"]["per_class"])
     assert rows == [MetricRow("Bag", 0.5, 0.625), MetricRow("Trouser", 0.9, 0.9)]
+
+
+def test_per_class_scores_come_from_the_table_or_an_older_revisions_metrics() -> None:
+    table = [{"label": 1, "class": "Trouser", "f1": 0.9}, {"label": 8, "class": "Bag", "f1": 0.6}]
+    assert per_class_scores(table, NEW) == {"Trouser": table[0], "Bag": table[1]}
+    assert per_class_scores(None, OLD) == OLD["test"]["per_class"]  # before per_class.json existed
+    assert per_class_scores(None, {"test": {"accuracy": 0.5}}) == {}
 
 
 def test_report_has_old_new_and_delta_with_fixed_decimals() -> None:
@@ -119,7 +128,7 @@ def test_report_has_old_new_and_delta_with_fixed_decimals() -> None:
     assert "<details>\n<summary>Per-class F1 (test set)</summary>" in text
     assert table(text, "Param") == {"train.epochs": ["20", "3"]}
     assert "![Loss per epoch](reports/train/loss.png)" in text
-    assert "`dvc plots diff main`" in text
+    assert "`python -m pipeline plots diff main`" in text
     assert "Regression gate" in text and "Off:" in text
 
 
@@ -258,6 +267,10 @@ def metrics_at(project: Path, rev: str) -> dict:
     return json.loads(run("git", "show", f"{rev}:reports/evaluate/metrics.json", cwd=project).stdout)
 
 
+def per_class_at(project: Path, rev: str) -> list[dict]:
+    return json.loads(run("git", "show", f"{rev}:reports/evaluate/per_class.json", cwd=project).stdout)
+
+
 @pytest.mark.integration
 def test_report_against_a_committed_run(project: Path) -> None:
     first_commit = run("git", "rev-parse", "HEAD", cwd=project).stdout.strip()
@@ -280,20 +293,18 @@ def test_report_against_a_committed_run(project: Path) -> None:
         expected_delta = f"{new[split][key] - old[split][key]:+.4f}"
         expected_delta = "0.0000" if float(expected_delta) == 0 else expected_delta
         assert metrics[name] == [f"{old[split][key]:.4f}", f"{new[split][key]:.4f}", expected_delta], name
-    assert set(per_class) == set(new["test"]["per_class"])
+    per_class_table = json.loads((project / "reports/evaluate/per_class.json").read_text())
+    assert per_class == {
+        row["class"]: [f"{old_row['f1']:.4f}", f"{row['f1']:.4f}", per_class[row["class"]][2]]
+        for old_row, row in zip(per_class_at(project, "main"), per_class_table, strict=True)
+    }
 
     # `dvc metrics diff` sees the same numbers.
     diff = json.loads(dvc("metrics", "diff", "main", "--all", "--json", cwd=project).stdout)
     diff = diff["reports/evaluate/metrics.json"]
     assert diff, "dvc metrics diff found nothing to compare"
     for name, values in diff.items():
-        *_, score = name.split(".")
-        if ".per_class." in name:
-            if score != "f1":
-                continue
-            row = per_class[name.removeprefix("test.per_class.").removesuffix(".f1")]
-        else:
-            row = metrics[name]
+        row = metrics[name]
         assert row[:2] == [f"{values['old']:.4f}", f"{values['new']:.4f}"], name
         if "diff" in values:
             assert float(row[2]) == pytest.approx(values["diff"], abs=1e-4), name

@@ -150,10 +150,16 @@ def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, par
     assert restored.count_params() == models.make_model((28, 28), 10, params.train.model).count_params()
     on_disk = json.loads(paths.metrics_json.read_text())
     assert on_disk == metrics
-    assert set(on_disk["test"]["per_class"]) == set(CLASS_NAMES)
-    assert set(on_disk["test"]["per_class"]["Bag"]) == {"precision", "recall", "f1"}
+    assert set(on_disk) == {"val", "test"} and "per_class" not in on_disk["test"]  # headline numbers only
+    per_class = json.loads(paths.per_class_json.read_text())
+    assert [row["class"] for row in per_class] == list(CLASS_NAMES)  # label order
+    assert [row["label"] for row in per_class] == list(range(len(CLASS_NAMES)))
+    assert set(per_class[8]) == {"label", "class", "precision", "recall", "f1"}
+    assert metrics["test"]["macro_f1"] == pytest.approx(sum(row["f1"] for row in per_class) / len(per_class))
     predictions = pd.read_csv(paths.predictions_csv)
-    assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 100
+    assert list(predictions.columns) == ["actual", "predicted", "actual_label", "predicted_label"]
+    assert len(predictions) == 100
+    assert (predictions["actual"] == [CLASS_NAMES[label] for label in predictions["actual_label"]]).all()
     accuracy = (predictions["actual"] == predictions["predicted"]).mean()
     assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
     for png in (paths.confusion_png, paths.f1_png):
