@@ -40,7 +40,6 @@ PROJECT_FILES = (
 )
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Prefect reads its settings when first imported: the tests' own home, and no network.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fashion-prefect-home-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

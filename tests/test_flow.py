@@ -524,6 +524,17 @@ def test_an_isolated_run_of_an_unknown_revision_fails_before_any_work(
 # -- the flow's helpers -------------------------------------------------------------------------------
 
 
+def test_a_temporary_server_of_this_package_sends_no_telemetry() -> None:
+    """Offline, Prefect's telemetry only logs errors; a server configured by the user keeps its own."""
+    code = "import flows, prefect.settings as s; print(s.get_current_settings().server.analytics_enabled)"
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "False"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "true"
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == "True"
+
+
 def test_stage_order_comes_from_dvc_yaml(project: Path) -> None:
     assert pipeline_stages(project) == list(STAGES)
 
