@@ -180,9 +180,6 @@ class TrainParams(_Section):
     # constant, or cosine decay from learning_rate to 0 over all the epochs' steps
     learning_rate_schedule: Literal["constant", "cosine"] = "constant"
     epochs: Annotated[int, Field(ge=1, le=1000)]
-    # Targets 1 - s + s/10 and s/10 instead of 1 and 0; val_loss (the checkpoint's choice) includes it,
-    # evaluate's loss does not.
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     batch_size: BatchSize
     # Inference batch of the per-epoch validation: the speed, never the weights.
     validation_batch_size: BatchSize | None = None

@@ -60,19 +60,6 @@ def make_optimizer(
     return optimizer(learning_rate=learning_rate)
 
 
-def loss_function(label_smoothing: float) -> str | keras.losses.Loss:
-    """The tutorial's sparse categorical cross-entropy; with label smoothing, its one-hot form (Keras's
-    sparse loss has no smoothing), the same loss when ``label_smoothing`` is 0."""
-    if not label_smoothing:
-        return "sparse_categorical_crossentropy"
-    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-
-
-def targets(labels: np.ndarray, label_smoothing: float) -> np.ndarray:
-    """What :func:`loss_function` compares the softmax with: the labels, or their one-hot rows."""
-    return keras.utils.to_categorical(labels, len(CLASS_NAMES)) if label_smoothing else labels
-
-
 def fit(
     model: keras.Model, train: Split, val: Split, params: TrainParams, checkpoint_path: Path
 ) -> pd.DataFrame:
@@ -85,7 +72,7 @@ def fit(
             params.learning_rate_schedule,
             total_steps=params.epochs * steps_per_epoch,
         ),
-        loss=loss_function(params.label_smoothing),
+        loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=params.model.family.steps_per_execution,
     )
@@ -108,8 +95,8 @@ def fit(
     try:
         history = model.fit(
             train.x,
-            targets(train.y, params.label_smoothing),
-            validation_data=(val.x, targets(val.y, params.label_smoothing)),
+            train.y,
+            validation_data=(val.x, val.y),
             epochs=params.epochs,
             batch_size=params.batch_size,
             validation_batch_size=params.validation_batch_size,

@@ -562,8 +562,8 @@ def test_write_params_edits_only_the_changed_values(tmp_path: Path) -> None:
     assert sorted(changed) == ["train.epochs", "train.learning_rate"]
     old, new = repo_params.read_text().splitlines(), target.read_text().splitlines()
     edited = [(before, after) for before, after in zip(old, new, strict=True) if before != after]
-    assert [after.split("#")[0].strip() for _, after in edited] == ["learning_rate: 0.01", "epochs: 3"]
-    assert "# null = the optimizer's Keras default" in edited[0][1]  # the line keeps its comment
+    assert [after.split("#")[0].strip() for _, after in edited] == ["epochs: 3", "learning_rate: 0.01"]
+    assert "# null = the optimizer's Keras default" in edited[1][1]  # the line keeps its comment
 
 
 def test_a_params_file_means_overrides_of_the_keys_it_holds(tmp_path: Path) -> None:
