@@ -8,6 +8,7 @@ in ``dvc_plots/index.html`` by default. Never imports TensorFlow.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,7 +57,17 @@ def render(revisions: Sequence[str] | None, out: Path = DEFAULT_OUT) -> Path:
     with tempfile.TemporaryDirectory(prefix="fashion-plots-") as directory:
         template = Path(directory) / "offline.html"
         template.write_text(offline_page(), encoding="utf-8")
-        # DVC prints the page's file:// URL
-        if dvc([*command, "--html-template", str(template), "--out", str(out)]) != 0:
-            raise PlotsError(f"`dvc {' '.join(command)}` failed (its message is above)")
-    return out / "index.html"
+        # DVC prints the page's URL, or its error in one line: its records stay off the stage
+        # log's handlers, which would print DVC's tracebacks too.
+        dvc_logger = logging.getLogger("dvc")
+        propagate, dvc_logger.propagate = dvc_logger.propagate, False
+        try:
+            status = dvc([*command, "--html-template", str(template), "--out", str(out)])
+        finally:
+            dvc_logger.propagate = propagate
+    if status != 0:
+        raise PlotsError(f"`dvc {' '.join(command)}` failed (its message is above)")
+    page = out / "index.html"
+    if not page.is_file():  # DVC found no plots at all: it says so and exits 0
+        raise PlotsError("no plots to draw: run `dvc repro` first (dvc.yaml's plots read its outputs)")
+    return page

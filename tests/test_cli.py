@@ -62,3 +62,24 @@ def test_ingest_and_preprocess_never_import_tensorflow(tmp_path, params_file) ->
     result = run(sys.executable, "-c", script, cwd=tmp_path)
     assert "heavy modules: []" in result.stdout
     assert (tmp_path / "data/processed/train.npz").is_file()
+
+
+def test_plots_without_data_or_of_an_unknown_revision_is_one_error_line(tmp_path) -> None:
+    run("git", "init", "-q", cwd=tmp_path)
+    run(sys.executable, "-m", "dvc", "init", "-q", cwd=tmp_path)
+
+    def plots(*args: str) -> subprocess.CompletedProcess[str]:
+        return run(sys.executable, "-m", "pipeline", "plots", *args, cwd=tmp_path, check=False)
+
+    nothing = plots("show")  # no plots in dvc.yaml (none there at all): DVC writes no page
+    assert nothing.returncode == 1 and "no plots to draw: run `dvc repro` first" in nothing.stderr
+    (tmp_path / "dvc.yaml").write_text("plots:\n  - history.csv:\n      x: epoch\n      y: loss\n")
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    run("git", "add", "-A", cwd=tmp_path)
+    run("git", "commit", "-q", "-m", "plots", cwd=tmp_path)
+    unknown = plots("diff", "no-such-rev")
+    assert unknown.returncode == 1
+    assert "unknown Git revision 'no-such-rev'" in unknown.stderr
+    assert "Traceback" not in nothing.stderr + unknown.stderr
+    shown = plots("show")
+    assert shown.returncode == 0 and (tmp_path / "dvc_plots/index.html").is_file()
