@@ -266,7 +266,7 @@ def push_results(root: Path, experiment: str | None, git_remotes: Sequence[str],
                 pushed = repo.push(run_cache=True)
                 log.info("dvc push: %d new file(s) to DVC remote %r", pushed, remote)
             for git_remote in git_remotes if experiment else ():
-                repo.experiments.push(git_remote, exp_names=[experiment])
+                _push_experiment(repo, git_remote, experiment)
                 log.info("dvc exp push: experiment %s to %s", experiment, git_remote)
         except DvcException as exc:
             raise WorkspaceError(
@@ -275,6 +275,15 @@ def push_results(root: Path, experiment: str | None, git_remotes: Sequence[str],
                 + ". Push it once the remote is reachable: dvc push"
                 + (f" && dvc exp push <git remote> {experiment}" if experiment else "")
             ) from None
+
+
+def _push_experiment(repo: Repo, git_remote: str, experiment: str) -> None:
+    """``dvc exp push``, tried twice: dulwich (DVC's git) sometimes fails to close the pack it
+    received into a local repository (``BufferError``, seen in sweeps), before any ref moved."""
+    try:
+        repo.experiments.push(git_remote, exp_names=[experiment])
+    except BufferError:
+        repo.experiments.push(git_remote, exp_names=[experiment])
 
 
 def git_remote_url(project: Path, name: str = "origin") -> str | None:

@@ -82,3 +82,33 @@ def test_a_run_pushes_its_results_and_a_fresh_clone_pulls_them(
     repro = dvc("repro", cwd=clone)
     assert ran_stages(repro.stdout) == set(), repro.stdout
     assert json.loads(dvc("status", "--json", cwd=clone).stdout) == {}
+
+
+@pytest.mark.integration
+def test_an_experiment_push_that_dulwich_fails_to_close_is_tried_again(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dulwich sometimes raises BufferError closing the pack a local push wrote, before any ref moved."""
+    import logging
+
+    from dvc.repo.experiments import Experiments
+
+    from flows import workspace
+
+    dvc("repro", cwd=project)
+    experiment = workspace.record_experiment(project, "a run")
+    target = tmp_path / "target"
+    run("git", "init", "-q", "--bare", str(target), cwd=tmp_path)
+    real_push, calls = Experiments.push, []
+
+    def flaky_push(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise BufferError("cannot close exported pointers exist")
+        return real_push(self, *args, **kwargs)
+
+    monkeypatch.setattr(Experiments, "push", flaky_push)
+    workspace.push_results(project, experiment, [str(target)], logging.getLogger("test"))
+    assert len(calls) == 2
+    refs = run("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=target).stdout
+    assert refs.strip().endswith(f"/{experiment}")
