@@ -1,5 +1,5 @@
-"""What the benchmarks share: scratch copies of this project (a fresh git + DVC repository each)
-and a Prefect server to run flows against."""
+"""What the benchmarks and the tests' project fixture share: scratch copies of this project (a
+fresh git + DVC repository each) and a Prefect server to run flows against."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# What a project copy needs to run the pipeline and the flow; data and outputs are made fresh.
 PROJECT_FILES = (
     "pipeline",
     "flows",
@@ -28,7 +29,8 @@ PROJECT_FILES = (
 
 
 def scratch_project(directory: Path) -> Path:
-    """Copy the project's pipeline and flows into a fresh git + DVC repository at ``directory``."""
+    """Copy the project's pipeline and flows into a fresh git + DVC repository at ``directory``
+    (the benchmarks' and the tests' project copies)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = REPO_ROOT / name

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,19 +24,10 @@ from pipeline.params import read_raw_params
 from pipeline.paths import Paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PLOT_TEMPLATES = ".dvc/plots"  # dvc.yaml's custom plot templates, copied after `dvc init`
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
-# What a project copy needs to run the pipeline and the flow; data and outputs are made fresh.
-PROJECT_FILES = (
-    "pipeline",
-    "flows",
-    "presets",
-    "datasets",
-    "dvc.yaml",
-    "params.yaml",
-    "prefect.yaml",
-    ".dvcignore",
-)
+# The benchmarks' project copy (bench/scratch.py) is the tests' too: one list of what a copy needs.
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from scratch import scratch_project  # noqa: E402
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # Prefect reads its settings when first imported: the tests' own home, and no network.
@@ -150,19 +140,9 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 @pytest.fixture
 def project(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
     """A fresh git + DVC repository holding a copy of this project with tiny params."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in PROJECT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
+    root = scratch_project(tmp_path / "project")
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     write_dataset_spec(root, synthetic_source)
-    run("git", "init", "-q", "-b", "main", cwd=root)
-    dvc("init", "-q", cwd=root)
-    shutil.copytree(REPO_ROOT / PLOT_TEMPLATES, root / PLOT_TEMPLATES)
     dvc("config", "core.autostage", "true", cwd=root)
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-q", "-m", "project copy", cwd=root)
