@@ -1,23 +1,26 @@
 """Accuracy against training time of the model presets on this machine: the dense defaults,
 ``presets/cnn-fast.yaml`` and ``presets/cnn.yaml``, plus the CNN's speed in float32 against
-``mixed_bfloat16``.
+``mixed_bfloat16``, and with TensorFlow's oneDNN kernels against its own (``TF_ENABLE_ONEDNN_OPTS``).
 
 Real data, whole ``python -m pipeline train`` and ``evaluate`` processes in a scratch copy of this
 project, each preset applied as the flow applies ``--params``: only the keys the file holds. Prints
 a Markdown table: test accuracy, train seconds (the whole stage process), seconds per epoch (the
 median of the train stage's own epoch log lines). The precision comparison runs both models in one
 process, alternating short bursts of training steps, so that the machine's slow and fast spells
-(epochs of the same run vary 2x here) fall on both alike.
+(epochs of the same run vary 2x here) fall on both alike. The kernels are chosen when TensorFlow is
+imported, so that comparison alternates whole processes instead.
 
     python bench/models.py                 # about 15 minutes on 2 CPU cores
     python bench/models.py --only cnn-fast
     python bench/models.py --only precision
+    python bench/models.py --only kernels
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -40,6 +43,8 @@ PRESETS = {
     "cnn": REPO_ROOT / "presets/cnn.yaml",
 }
 PRECISION_ROUNDS, PRECISION_STEPS = 12, 40
+KERNEL_ROUNDS, KERNEL_BURSTS = 3, 4
+KERNELS = {"TensorFlow's own": "0", "oneDNN (our default)": "1"}  # TF_ENABLE_ONEDNN_OPTS
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,12 @@ def train_and_evaluate(project: Path, overrides: dict) -> Result:
     return Result(metrics["test"]["accuracy"], train_s, statistics.median(epochs[1:] or epochs), len(epochs))
 
 
-def seconds_per_step(project: Path, overrides: dict) -> dict[str, float]:
+def seconds_per_step(
+    project: Path,
+    overrides: dict,
+    precisions: tuple[str, ...] = ("float32", "mixed_bfloat16"),
+    rounds: int = PRECISION_ROUNDS,
+) -> dict[str, float]:
     """Median seconds per training step of the preset's CNN in each precision, interleaved."""
     from pipeline import models, train  # only this comparison imports TensorFlow here
     from pipeline.splits import load_split
@@ -80,7 +90,7 @@ def seconds_per_step(project: Path, overrides: dict) -> dict[str, float]:
     count = params.batch_size * PRECISION_STEPS
     x, y = data.x[:count], data.y[:count]
     compiled = {}
-    for precision in ("float32", "mixed_bfloat16"):
+    for precision in precisions:
         family = params.model.cnn.model_copy(update={"precision": precision})
         model = models.make_cnn(x.shape[1:], 10, family)
         model.compile(  # as the train stage compiles it
@@ -92,12 +102,44 @@ def seconds_per_step(project: Path, overrides: dict) -> dict[str, float]:
         model.fit(x, y, batch_size=params.batch_size, verbose=0)  # compile and warm up
         compiled[precision] = model
     times: dict[str, list[float]] = {precision: [] for precision in compiled}
-    for _ in range(PRECISION_ROUNDS):
+    for _ in range(rounds):
         for precision, model in compiled.items():
             start = time.perf_counter()
             model.fit(x, y, batch_size=params.batch_size, verbose=0, shuffle=False)
             times[precision].append((time.perf_counter() - start) / PRECISION_STEPS)
     return {precision: statistics.median(values) for precision, values in times.items()}
+
+
+def seconds_per_step_by_kernels(project: Path, overrides: dict) -> dict[str, float]:
+    """Median seconds per float32 training step with each of TensorFlow's CPU kernel sets, whole
+    processes alternating."""
+    measure = (
+        "import json, sys; from pathlib import Path; from models import seconds_per_step; "
+        "project, overrides = Path(sys.argv[1]), json.loads(sys.argv[2]); "
+        f"print(json.dumps(seconds_per_step(project, overrides, ('float32',), {KERNEL_BURSTS})))"
+    )
+    times: dict[str, list[float]] = {name: [] for name in KERNELS}
+    for _ in range(KERNEL_ROUNDS):
+        for name, setting in KERNELS.items():
+            done = subprocess.run(
+                [sys.executable, "-c", measure, str(project), json.dumps(overrides)],
+                cwd=Path(__file__).parent,
+                env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[name].append(json.loads(done.stdout.splitlines()[-1])["float32"])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def print_speeds(title: str, seconds: dict[str, float]) -> None:
+    """A Markdown table of seconds per step, each against the first row."""
+    first = next(iter(seconds.values()))
+    print(f"\n| {title} | per training step | speed |")
+    print("|---|---:|---:|")
+    for name, value in seconds.items():
+        print(f"| {name} | {1000 * value:.1f} ms | {first / value:.2f}x {next(iter(seconds))} |")
 
 
 def preset_overrides(path: Path | None) -> dict:
@@ -107,7 +149,9 @@ def preset_overrides(path: Path | None) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--only", choices=[*(name.split()[0] for name in PRESETS), "precision"], help="one row or table"
+        "--only",
+        choices=[*(name.split()[0] for name in PRESETS), "precision", "kernels"],
+        help="one row or table",
     )
     args = parser.parse_args()
     rows = []
@@ -121,9 +165,11 @@ def main() -> int:
             result = train_and_evaluate(project, preset_overrides(path))
             source = "params.yaml" if path is None else f"--params {path.relative_to(REPO_ROOT)}"
             rows.append((name, result, f"python -m flows run {source}".replace(" params.yaml", "")))
-        step = None
+        step = kernels = None
         if args.only in (None, "precision"):
             step = seconds_per_step(project, preset_overrides(PRESETS["cnn"]))
+        if args.only in (None, "kernels"):
+            kernels = seconds_per_step_by_kernels(project, preset_overrides(PRESETS["cnn"]))
     print()
     print("| model | test accuracy | train stage | per epoch | epochs | command |")
     print("|---|---:|---:|---:|---:|---|")
@@ -134,13 +180,9 @@ def main() -> int:
         )
     print("\npython bench/models.py; per epoch: median of the stage's epoch log lines after the first")
     if step:
-        print(
-            f"\n| precision (cnn preset, {PRECISION_ROUNDS} alternating bursts) | per training step | speed |"
-        )
-        print("|---|---:|---:|")
-        for precision, seconds in step.items():
-            speed = step["float32"] / seconds
-            print(f"| {precision} | {1000 * seconds:.1f} ms | {speed:.2f}x float32 |")
+        print_speeds(f"precision (cnn preset, {PRECISION_ROUNDS} alternating bursts)", step)
+    if kernels:
+        print_speeds(f"CPU kernels (cnn preset, float32, {KERNEL_ROUNDS} alternating processes)", kernels)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,18 @@ def test_ingest_and_preprocess_never_import_tensorflow(tmp_path, params_file) ->
     result = run(sys.executable, "-c", script, cwd=tmp_path)
     assert "heavy modules: []" in result.stdout
     assert (tmp_path / "data/processed/train.npz").is_file()
+
+
+def test_tensorflow_gets_its_onednn_kernels_unless_the_environment_says_otherwise(tmp_path) -> None:
+    """TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` at import; importing ``pipeline`` first sets it to 1
+    where it is unset (TensorFlow's own default is on only on CPUs with AVX-512 VNNI or newer)."""
+    show = "import os, pipeline.train; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    unset = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    for env, expected in ((unset, "1"), ({**unset, "TF_ENABLE_ONEDNN_OPTS": "0"}, "0")):
+        shown = subprocess.run(
+            [sys.executable, "-c", show], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert shown.stdout.strip() == expected, shown.stderr
 
 
 def test_plots_without_data_or_of_an_unknown_revision_is_one_error_line(tmp_path) -> None:
