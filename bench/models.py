@@ -135,11 +135,11 @@ def seconds_per_step_by_kernels(project: Path, overrides: dict) -> dict[str, flo
 
 def print_speeds(title: str, seconds: dict[str, float]) -> None:
     """A Markdown table of seconds per step, each against the first row."""
-    first = next(iter(seconds.values()))
+    base, first = next(iter(seconds.items()))
     print(f"\n| {title} | per training step | speed |")
     print("|---|---:|---:|")
     for name, value in seconds.items():
-        print(f"| {name} | {1000 * value:.1f} ms | {first / value:.2f}x {next(iter(seconds))} |")
+        print(f"| {name} | {1000 * value:.1f} ms | {first / value:.2f}x {base} |")
 
 
 def preset_overrides(path: Path | None) -> dict:

@@ -68,7 +68,7 @@ def test_ingest_and_preprocess_never_import_tensorflow(tmp_path, params_file) ->
 def test_tensorflow_gets_its_onednn_kernels_unless_the_environment_says_otherwise(tmp_path) -> None:
     """TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` at import; importing ``pipeline`` first sets it to 1
     where it is unset (TensorFlow's own default is on only on CPUs with VNNI, bfloat16 or AMX)."""
-    show = "import os, pipeline.train; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    show = "import os, pipeline; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
     unset = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
     for env, expected in ((unset, "1"), ({**unset, "TF_ENABLE_ONEDNN_OPTS": "0"}, "0")):
         shown = subprocess.run(
