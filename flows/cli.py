@@ -1,9 +1,13 @@
 """Run the pipeline flow once, sweep params on Dask, or serve the flow on a cron (``python -m flows``).
 
-python -m flows run --override train.epochs=3             # in the checkout, like dvc exp run -S
-python -m flows run --isolated --override train.epochs=3  # in a workspace of its own; checkout untouched
-python -m flows sweep -S train.epochs=10,20 --workers 2   # every combination, as isolated trials on Dask
-python -m flows serve --cron "0 2 * * *"                  # isolated runs of the current branch, on a schedule
+Every run happens in a workspace of its own made from git, as ``dvc exp run --temp`` does, and is
+recorded as a DVC experiment; the checkout is never written unless ``--apply`` asks.
+
+python -m flows run --override train.epochs=3             # HEAD + uncommitted changes, as an experiment
+python -m flows run --rev main --apply                    # a commit; then dvc exp apply the result
+python -m flows run --source https://git.example/p.git --push   # no checkout needed: what a worker does
+python -m flows sweep -S train.epochs=10,20 --workers 2   # every combination, as trials on Dask
+python -m flows serve --cron "0 2 * * *"                  # runs of the current branch, on a schedule
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.params_update import key_value
+from flows.params_update import key_value, trial_overrides
 from pipeline.errors import PipelineError
-from pipeline.params import leaf_values, read_raw_params
+from pipeline.params import (
+    DEFAULT_PARAMS_PATH,
+    leaf_values,
+    parse_raw_params,
+    read_raw_params,
+    validate_params,
+)
 
 DEFAULT_CRON = "0 2 * * *"
 
@@ -37,6 +47,24 @@ def overrides_from(params_file: Path | None, pairs: Sequence[tuple[str, str]]) -
     return {**overrides, **dict(pairs)}
 
 
+def check_params(project: Path, rev: str | None, overrides: dict[str, Any], origins: dict[str, str]) -> None:
+    """The params a run of ``project`` would use (the checkout's, or ``rev``'s) plus ``overrides``,
+    validated; :class:`PipelineError` names the key and where its value came from (``origins``)."""
+    if rev:
+        from flows.workspace import committed_params, resolve_commit  # DVC's import: only with --rev
+
+        text, source = (
+            committed_params(project, resolve_commit(project, rev)),
+            f"{DEFAULT_PARAMS_PATH} at {rev}",
+        )
+    else:
+        path = project / DEFAULT_PARAMS_PATH
+        text, source = path.read_text(), str(DEFAULT_PARAMS_PATH)
+    for key, value in overrides.items():  # one at a time, so an unknown key names where it came from
+        parse_raw_params(text, source, {key: value}, overrides_source=origins.get(key, "--override"))
+    validate_params(parse_raw_params(text, source, overrides), source=source, overridden=origins)
+
+
 def current_branch(project: Path) -> str:
     """The branch checked out in ``project`` (``HEAD`` when detached)."""
     result = subprocess.run(
@@ -48,6 +76,19 @@ def current_branch(project: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--project-dir", type=Path, default=Path("."), help="the DVC project (default: .)")
+    common.add_argument(
+        "--rev", help="the commit, branch or tag to run (default: HEAD plus uncommitted changes)"
+    )
+    common.add_argument(
+        "--source",
+        metavar="GIT_URL",
+        help="clone this git remote instead of the checkout (workers on other machines)",
+    )
+    common.add_argument(
+        "--push",
+        action="store_true",
+        help="push data and experiments to the DVC and git remotes (as dvc push)",
+    )
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[common], help="run the flow once, now")
@@ -66,17 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="use FILE's values as overrides: only the keys it holds; --override wins over it",
     )
     run.add_argument(
-        "--isolated",
+        "--apply",
         action="store_true",
-        help="run in a workspace of its own made from a commit, recorded as a DVC experiment",
+        help="dvc exp apply the result to the checkout, unless it changed meanwhile",
     )
-    run.add_argument("--rev", help="the commit, branch or tag an isolated run starts from (default: HEAD)")
     run.add_argument(
-        "--keep-workspace", action="store_true", help="keep a failed isolated run's workspace for debugging"
+        "--keep-workspace", action="store_true", help="keep a failed run's workspace for debugging"
     )
-    run.add_argument("--no-push", action="store_true", help="do not push data and experiment to the remotes")
     sweep = commands.add_parser(
-        "sweep", parents=[common], help="run every combination of params as isolated trials on Dask"
+        "sweep", parents=[common], help="run every combination of params as trials on Dask"
     )
     sweep.add_argument(
         "-S",
@@ -96,30 +135,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.add_argument(
         "--in-process", action="store_true", help="no Dask: the trials one after another in this process"
     )
-    sweep.add_argument("--rev", help="the commit, branch or tag every trial starts from (default: HEAD)")
-    sweep.add_argument(
-        "--source",
-        metavar="GIT_URL",
-        help="workers clone from this git remote and use the commit's DVC remote, not this checkout",
-    )
     sweep.add_argument(
         "--apply-best", action="store_true", help="dvc exp apply the best trial to the checkout"
     )
     serve = commands.add_parser(
-        "serve", parents=[common], help="serve isolated runs of a branch on a schedule until stopped"
+        "serve", parents=[common], help="serve runs of a branch on a schedule until stopped"
     )
     serve.add_argument("--name", default="local", help="deployment name (default: local)")
     serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default: {DEFAULT_CRON!r})")
-    serve.add_argument("--rev", help="the branch each run trains (default: the one checked out now)")
     args = parser.parse_args(argv)
 
     project = args.project_dir.resolve()
-    if args.command == "run" and args.rev and not args.isolated:
-        parser.error("--rev needs --isolated: a run in the checkout runs what is checked out")
-    try:
-        overrides = overrides_from(args.params, args.override) if args.command == "run" else {}
-    except PipelineError as exc:
-        parser.error(str(exc))
+    overrides: dict[str, Any] = {}
+    try:  # every param before any server starts: one line, exit 2
+        if args.command == "run":
+            overrides = overrides_from(args.params, args.override)
+            origins = dict.fromkeys((key for key, _ in args.override), "--override")
+            origins = {**dict.fromkeys(set(overrides) - set(origins), str(args.params)), **origins}
+            if not args.source:
+                check_params(project, args.rev, overrides, origins)
+        elif args.command == "sweep" and not args.source:
+            for number, trial in enumerate(trial_overrides(args.grid), start=1):
+                check_params(project, args.rev, trial, dict.fromkeys(trial, f"-S (trial {number})"))
+    except (PipelineError, RuntimeError, OSError) as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
     if args.command == "run" and args.params:
         print(
             f"{args.params}: its values for {', '.join(sorted(overrides))} are used as overrides",
@@ -147,14 +186,16 @@ def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, An
             rev=args.rev,
             source=args.source,
             apply_best=args.apply_best,
+            push=args.push,
             project_dir=str(project),
             return_state=True,
         )
         return 0 if state.is_completed() else 1
     if args.command == "serve":
         parameters = {
-            "isolated": True,
             "rev": args.rev or current_branch(project),
+            "source": args.source,
+            "push": args.push,
             "project_dir": str(project),
         }
         # global_limit=1: one run at a time, as in prefect.yaml; each still has a workspace of its own.
@@ -162,10 +203,11 @@ def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, An
         return 0
     state = fashion_pipeline(
         overrides=overrides,
-        isolated=args.isolated,
         rev=args.rev,
+        source=args.source,
+        apply=args.apply,
+        push=args.push,
         keep_workspace=args.keep_workspace,
-        push=not args.no_push,
         project_dir=str(project),
         return_state=True,
     )

@@ -1,9 +1,10 @@
-"""Write the params a flow run asked for into ``params.yaml``, the file DVC's stages read.
+"""The params a flow run asks for: overrides (``KEY=VALUE``), grids of them (a sweep), and writing
+them into ``params.yaml``, the file DVC's stages read.
 
 This is what ``dvc exp run -S key=value`` does to the workspace: changed values are written into
 the file in place (comments, key order and layout kept), so DVC sees the change as it sees a hand
-edit, and ``dvc params diff`` / ``dvc exp show`` report it. In the checkout, the run's restore point
-(:class:`flows.workspace.RestorePoint`) puts the file back if the run does not finish.
+edit, and ``dvc params diff`` / ``dvc exp show`` report it. The file is the run's workspace's,
+never the checkout's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.representer import RoundTripRepresenter
 
 from pipeline import atomic
+from pipeline.params import DEFAULT_PARAMS_PATH, ParamsError
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -25,6 +27,20 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise ValueError(f"{text!r} is not KEY=VALUE")
     return key.strip(), value.strip()
+
+
+def trial_overrides(grid: list[str]) -> list[dict[str, str]]:
+    """Each combination of the ``-S`` sweep overrides (DVC's Hydra grammar), as
+    ``{"train.epochs": "10", ...}``."""
+    from dvc.exceptions import DvcException
+    from dvc.utils.hydra import get_hydra_sweeps
+    from hydra.errors import HydraException
+
+    try:
+        sweeps = get_hydra_sweeps({DEFAULT_PARAMS_PATH.name: list(grid)})
+    except (DvcException, HydraException) as exc:
+        raise ParamsError(f"not a sweep DVC understands ({' '.join(grid)}): {exc}") from None
+    return [dict(key_value(item) for item in sweep[DEFAULT_PARAMS_PATH.name]) for sweep in sweeps]
 
 
 def write_params(target: Path, wanted: Mapping[str, Any]) -> list[str]:

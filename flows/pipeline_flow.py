@@ -1,33 +1,31 @@
-"""The Prefect flow ``fashion-pipeline``: the stages of ``dvc.yaml``, one task each, in one workspace.
+"""The Prefect flow ``fashion-pipeline``: the stages of ``dvc.yaml``, one task each, in a workspace.
 
 Decisions:
 
-- **A run is a unit.** It happens in one workspace (:mod:`flows.workspace`): an isolated clone of a
-  commit (``isolated=True``; what the scheduled deployment does), or the user's checkout, held
-  under DVC's own lock for the whole run so that no ``dvc repro`` can interleave with it. Its params
-  are the workspace's ``params.yaml`` plus ``overrides``, validated before any work; a run that
-  fails, is cancelled or is interrupted puts ``params.yaml`` back.
+- **One way to run.** Every run happens in a workspace made from git (:mod:`flows.workspace`), with
+  the semantics of ``dvc exp run --temp``: the checkout's HEAD (or ``rev``) plus its uncommitted
+  changes, ``overrides`` written into that workspace's ``params.yaml``, the result recorded as a
+  DVC experiment. The checkout is never written during a run, so a ``dvc repro`` there may run at
+  the same time; ``apply`` brings the experiment in at the end (``dvc exp apply``). With ``source``
+  (a git URL) the same run needs no checkout at all: what a worker on another machine does.
 - **DVC decides what runs.** Each task reproduces its DVC stage (:mod:`flows.stage`), in the order of
   DVC's graph of ``dvc.yaml``. A stage whose code, data and params are unchanged ends in a
   ``Completed`` state named ``Skipped``, its task run named ``<stage> (skipped)`` so that the run
   graph shows it at a glance; one restored from DVC's run cache ends in a state named ``Cached``.
   Prefect's own result caching is off.
-- **What the UI shows.** Artifacts: the metrics against the previous run, a table of per-class
-  scores, the figures (drawn in the artifact), and while a stage trains, a progress artifact of its
-  epochs (:mod:`flows.reports`).
-- **DVC keeps the record.** A run that changed anything is saved as a DVC experiment (``dvc exp
-  show``, ``dvc exp apply``): an isolated run's experiment is pushed into the project's git refs, so
-  the checkout sees it without being written to. With a DVC remote configured, the run pushes its
-  data (``dvc push``) and, where a git remote exists, the experiment (``dvc exp push``).
+- **What the UI shows.** Artifacts: the metrics against the commit the run started from, a table of
+  per-class scores, the figures (drawn in the artifact), and while a stage trains, a progress
+  artifact of its epochs (:mod:`flows.reports`).
+- **Pushing is asked for**, as in DVC: ``push`` sends the data to the DVC remote and the experiment
+  to the git remote (the nightly deployment does).
 - A failing stage fails its task and the flow, naming the stage and quoting its error lines. Ingest
   (network) is retried; train is not.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -44,31 +42,24 @@ from pipeline.paths import Paths
 METRICS_ARTIFACT = "fashion-metrics"
 PLOTS_ARTIFACT = "fashion-plots"
 PER_CLASS_ARTIFACT = "fashion-per-class"
-MINUTE = 60
 STATE_NAMES = {stage.SKIPPED: "Skipped", stage.CACHED: "Cached", stage.RAN: "Completed"}
 OUTCOMES = {state_name: outcome for outcome, state_name in STATE_NAMES.items()}
 
 # Per-stage task options, over the defaults of reproduce_stage; the stages themselves come from dvc.yaml.
+# No timeouts: Prefect cannot enforce one on a task in a worker thread, and a fit has no natural bound.
 STAGE_TASK_OPTIONS: dict[str, dict[str, Any]] = {
     "ingest": {"retries": 2, "retry_delay_seconds": 10},  # its sources may be remote mirrors
-    "train": {"timeout_seconds": 120 * MINUTE},  # never retried: a failed fit is not a transient error
 }
 
 
-@task(retries=0, timeout_seconds=30 * MINUTE, cache_policy=NO_CACHE, persist_result=False)
-def reproduce_stage(root: str, name: str, in_checkout: bool, reason: str) -> State:
+@task(retries=0, cache_policy=NO_CACHE, persist_result=False)
+def reproduce_stage(root: str, name: str, reason: str) -> State:
     """Reproduce one DVC stage; DVC decides whether it runs, is skipped or comes from its run cache.
 
     ``reason``: why it runs (:func:`flows.stage.why_it_runs`), empty when it is up to date.
     """
-    restore_point = workspace.RestorePoint(Path(root)) if in_checkout else None
     result = stage.reproduce(
-        Path(root),
-        name,
-        get_run_logger(),
-        reason=reason,
-        restore_point=restore_point,
-        on_progress=reports.LiveProgress(name),
+        Path(root), name, get_run_logger(), reason=reason, on_progress=reports.LiveProgress(name)
     )
     return Completed(name=STATE_NAMES[result.outcome], message=f"{result.outcome}: {result.reason}")
 
@@ -76,41 +67,73 @@ def reproduce_stage(root: str, name: str, in_checkout: bool, reason: str) -> Sta
 @flow(name="fashion-pipeline")
 def fashion_pipeline(
     overrides: dict[str, Any] | None = None,
-    isolated: bool = False,
     rev: str | None = None,
+    source: str | None = None,
+    apply: bool = False,
+    push: bool = False,
     keep_workspace: bool = False,
-    push: bool = True,
-    project_dir: str = ".",
+    project_dir: str | None = ".",
 ) -> dict[str, Any]:
-    """Reproduce the pipeline of ``project_dir`` with ``overrides`` (``{"train.epochs": 3}``).
+    """Reproduce the pipeline with ``overrides`` (``{"train.epochs": 3}``) in a workspace of its own.
 
-    ``isolated``: in a fresh workspace made from commit ``rev`` (a branch, tag or SHA; default HEAD),
-    leaving the checkout untouched; ``keep_workspace`` keeps that workspace when the run fails.
-    Otherwise in the checkout itself, as ``dvc exp run -S`` would. ``push``: push data and
-    experiment to the DVC and git remotes, when configured.
+    ``project_dir``: the checkout on this machine the run starts from and records its experiment in
+    (``None`` on a worker without one). ``rev``: the commit, branch or tag to run (default: the
+    checkout's HEAD plus its uncommitted changes). ``source``: a git URL to clone instead of the
+    checkout. ``apply``: ``dvc exp apply`` the result to the checkout, unless it changed meanwhile.
+    ``push``: push data and experiment to the DVC and git remotes. ``keep_workspace``: keep a
+    failed run's workspace for debugging.
 
     Returns each stage's outcome (``ran``, ``skipped``, ``cached``), the experiment and the commit.
     """
     logger = get_run_logger()
-    project = Path(project_dir).resolve()
-    if rev and not isolated:
-        raise ValueError("rev needs isolated=True: a run in the checkout runs what is checked out")
-    commit = workspace.resolve_commit(project, rev) if isolated else None
-    requested = requested_params(project, commit, overrides)  # a bad key or value fails here
-    if commit and not rev and (uncommitted := workspace.uncommitted_changes(project)):
-        logger.warning("uncommitted changes are not part of this isolated run: %s", ", ".join(uncommitted))
-
-    with run_workspace(project, commit, keep_workspace) as (root, restore_point):
-        if restore_point and restore_point.recovered:
-            requested = requested_params(project, commit, overrides)  # from the params put back
-        paths = Paths(root)
-        previous = reports.read_metrics(paths.metrics_json)
-        outcomes, experiment, _ = reproduce_in(root, requested, restore_point=restore_point)
+    project = Path(project_dir).resolve() if project_dir else None
+    if project is None and not (source and push):
+        raise ValueError(
+            "a run without project_dir needs source (a git URL) and push=True, or its result is lost"
+        )
+    if apply and project is None:
+        raise ValueError("apply needs project_dir: the checkout to apply the experiment to")
+    changes = workspace.uncommitted_changes(project) if project and not (rev or source) else None
+    started_as = workspace.checkout_state(project) if apply else None
+    if project and not source:
+        requested_params(
+            workspace.committed_params(project, changes or workspace.resolve_commit(project, rev)),
+            overrides,
+            rev,
+        )
+    name = flow_run.name or "run"
+    with workspace.isolated(
+        source or project,
+        rev,
+        name=name,
+        log=logger,
+        changes=changes,
+        share_with=project,
+        keep_on_failure=keep_workspace,
+    ) as made:
+        paths = Paths(made.root)
+        start = reports.read_metrics(paths.metrics_json)
+        requested = requested_params((made.root / DEFAULT_PARAMS_PATH).read_text(), overrides, rev)
+        outcomes, experiment, _ = reproduce_in(made.root, requested)
+        if experiment and project:
+            workspace.share_experiment(made.root, experiment, project)
         if push:
-            workspace.push_results(root, experiment, git_remotes(project, isolated), logger)
-        publish_artifacts(paths, previous, experiment, isolated)
+            git_remote = source or (workspace.git_remote_url(project) if project else None)
+            workspace.push_results(made.root, experiment, git_remote, logger)
+        publish_artifacts(paths, start, experiment, made.commit)
     logger.info("stages: %s", ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()))
-    return {"stages": outcomes, "experiment": experiment, "commit": commit}
+    if apply and experiment:
+        workspace.apply_experiment(project, experiment, started_as)
+        logger.info("applied %s to %s: review it, then commit", experiment, project)
+    return {"stages": outcomes, "experiment": experiment, "commit": made.commit}
+
+
+def requested_params(text: str, overrides: dict[str, Any] | None, rev: str | None) -> dict[str, Any]:
+    """The workspace's params (``text``) plus ``overrides``, validated, naming where a value came from."""
+    source = f"{DEFAULT_PARAMS_PATH} at {rev}" if rev else str(DEFAULT_PARAMS_PATH)
+    requested = parse_raw_params(text, source, overrides, overrides_source="override")
+    validate_params(requested, source=source, overridden=dict.fromkeys(overrides or {}, "override"))
+    return requested
 
 
 class Reproduced(NamedTuple):
@@ -123,15 +146,14 @@ def reproduce_in(
     root: Path,
     requested: dict[str, Any],
     *,
-    restore_point: workspace.RestorePoint | None,
     stages: Sequence[str] | None = None,
     record: Literal["if changed", "always", "never"] = "if changed",
+    label: str = "",
 ) -> Reproduced:
     """Write ``requested`` into ``root``'s params, run ``stages`` (default: all) as tasks, and record
     the result as a DVC experiment (by default, if anything changed).
 
-    ``restore_point``: the checkout's, where each stage's previous outputs are saved before it runs;
-    ``None`` for an isolated workspace, which is thrown away (or kept for debugging) instead.
+    ``label``: put before each task's name (``trial 2``), so the tasks of several runs tell apart.
     """
     logger = get_run_logger()
     changed = params_update.write_params(root / DEFAULT_PARAMS_PATH, requested)
@@ -140,7 +162,7 @@ def reproduce_in(
     outcomes, seconds = {}, {}
     for name in stage.pipeline_stages(root) if stages is None else stages:
         started = time.monotonic()
-        outcomes[name] = run_stage(root, name, restore_point)
+        outcomes[name] = run_stage(root, name, label)
         seconds[name] = time.monotonic() - started
     experiment = None
     anything_changed = bool(changed) or set(outcomes.values()) != {stage.SKIPPED}
@@ -150,68 +172,29 @@ def reproduce_in(
     return Reproduced(outcomes, experiment, seconds)
 
 
-def requested_params(project: Path, commit: str | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The workspace's params (the checkout's, or ``commit``'s) plus ``overrides``, validated."""
-    if commit:
-        text, source = workspace.committed_params(project, commit), f"{DEFAULT_PARAMS_PATH} at {commit[:7]}"
-    else:
-        path = project / DEFAULT_PARAMS_PATH
-        text, source = path.read_text(), str(path)
-    requested = parse_raw_params(text, source, overrides)
-    validate_params(requested, source=source)
-    return requested
-
-
-@contextlib.contextmanager
-def run_workspace(
-    project: Path, commit: str | None, keep_on_failure: bool
-) -> Iterator[tuple[Path, workspace.RestorePoint | None]]:
-    """An isolated workspace of ``commit``; or the checkout, under DVC's lock and with a restore point."""
-    logger = get_run_logger()
-    if commit is None:
-        with workspace.locked(project), workspace.restore_point(project, logger) as point:
-            yield project, point
-        return
-    name = flow_run.name or "run"
-    with workspace.isolated(
-        project, commit, name=name, keep_on_failure=keep_on_failure, log=logger, share_with=project
-    ) as root:
-        yield root, None
-
-
-def run_stage(root: Path, name: str, restore_point: workspace.RestorePoint | None) -> str:
+def run_stage(root: Path, name: str, label: str = "") -> str:
     """Run the stage's task: ``ran``, ``skipped`` or ``cached``; a failed stage raises into the flow.
 
     An up-to-date stage's task is named ``<stage> (skipped)``: the run graph labels tasks by name.
     """
     reason = stage.why_it_runs(root, name)
-    run_name = name if reason else f"{name} ({stage.SKIPPED})"
+    run_name = f"{label} {name}".strip() + ("" if reason else f" ({stage.SKIPPED})")
     options = {"name": name, "task_run_name": run_name, **STAGE_TASK_OPTIONS.get(name, {})}
-    state = reproduce_stage.with_options(**options)(
-        str(root), name, restore_point is not None, reason, return_state=True
-    )
+    state = reproduce_stage.with_options(**options)(str(root), name, reason, return_state=True)
     state.result()  # re-raises the stage's error, failing the flow with the stage named
     return OUTCOMES[state.name]
 
 
-def git_remotes(project: Path, isolated: bool) -> list[str]:
-    """Where the experiment goes: the project itself (for an isolated run), and its ``origin``."""
-    origin = workspace.git_remote_url(project)
-    if isolated:
-        return [str(project), *([origin] if origin else [])]
-    return ["origin"] if origin else []
-
-
 def publish_artifacts(
-    paths: Paths, previous: dict[str, Any] | None, experiment: str | None, isolated: bool
+    paths: Paths, start: dict[str, Any] | None, experiment: str | None, commit: str
 ) -> None:
-    """The metrics table (against the run before this one), the per-class scores and the figures,
-    in the Prefect UI."""
+    """The metrics table (against the commit the run started from), the per-class scores and the
+    figures, in the Prefect UI."""
     metrics = reports.read_metrics(paths.metrics_json)
     create_markdown_artifact(
-        reports.metrics_markdown(metrics, previous, experiment),
+        reports.metrics_markdown(metrics, start, experiment, start_name=f"Commit {commit[:7]}"),
         key=METRICS_ARTIFACT,
-        description="Validation and test accuracy and loss, against the previous run",
+        description="Validation and test accuracy and loss, against the commit the run started from",
     )
     create_table_artifact(
         reports.per_class_table(paths.per_class_json),
@@ -219,7 +202,7 @@ def publish_artifacts(
         description="Precision, recall and F1 of each class on the test set",
     )
     create_markdown_artifact(
-        reports.plots_markdown(paths, experiment if isolated else None),
+        reports.plots_markdown(paths, experiment),
         key=PLOTS_ARTIFACT,
         description="Learning curves, confusion matrix, per-class F1",
     )

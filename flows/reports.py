@@ -31,11 +31,15 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
 
 
 def metrics_markdown(
-    current: dict[str, Any], previous: dict[str, Any] | None, experiment: str | None = None
+    current: dict[str, Any],
+    start: dict[str, Any] | None,
+    experiment: str | None = None,
+    start_name: str = "Start",
 ) -> str:
-    """Every scalar metric: the previous run, this run and the change (the review report's table)."""
-    rows = report.metric_rows(previous or {}, current)
-    table = "\n".join(report.metric_table(rows, old="Previous run", new="This run"))
+    """Every scalar metric: the commit the run started from (``start_name``), this run and the
+    change (the review report's table)."""
+    rows = report.metric_rows(start or {}, current)
+    table = "\n".join(report.metric_table(rows, old=start_name, new="This run"))
     recorded = (
         f"\n\nRecorded as DVC experiment `{experiment}`: `dvc exp show`, `dvc exp apply {experiment}`."
         if experiment
@@ -53,7 +57,7 @@ def per_class_table(path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def plots_markdown(paths: Paths, experiment: str | None = None) -> str:
+def plots_markdown(paths: Paths, experiment: str | None) -> str:
     """The stages' PNG figures, drawn in the artifact; how to see the interactive plots."""
     figures = [
         f"### {title}\n\n![{title}]({png_data_url(path)})"
@@ -67,10 +71,7 @@ def plots_markdown(paths: Paths, experiment: str | None = None) -> str:
             "into the checkout."
         )
     else:
-        interactive = (
-            f"Interactive: `python -m pipeline plots show` in `{paths.root.resolve()}` "
-            "(writes `dvc_plots/index.html`, no network needed)."
-        )
+        interactive = "Interactive: `python -m pipeline plots show` in the checkout (no network needed)."
     return "## Fashion-MNIST plots\n\n" + interactive + "\n\n" + "\n\n".join(figures) + "\n"
 
 

@@ -2,9 +2,6 @@
 
 Decision: DVC's Python API in the flow's process, not a ``dvc repro`` process per stage.
 
-- **One lock.** The run holds DVC's lock on the project (:func:`flows.workspace.locked`); DVC lets the
-  stages reproduced from the lock owner's process through and keeps every other process out. A
-  ``dvc repro`` child would be a stranger to that lock.
 - **Isolation stays where it matters.** DVC still runs each stage's command (``python -m pipeline
   train``) in a process of its own, so TensorFlow never loads into the flow, and a crash in a stage
   cannot take the flow down.
@@ -13,9 +10,7 @@ Decision: DVC's Python API in the flow's process, not a ``dvc repro`` process pe
 - **Logs with their levels.** DVC's own messages arrive through its logger; the stage command's
   records through a Unix socket (:mod:`pipeline.logs`).
 
-In the user's checkout, a stage's previous outputs go into the run's restore point
-(:class:`flows.workspace.RestorePoint`) before DVC deletes them; an isolated workspace is thrown away
-instead.
+A run's workspace is its own (:mod:`flows.workspace`), so nothing else writes there while a stage runs.
 """
 
 from __future__ import annotations
@@ -38,7 +33,7 @@ from dvc.exceptions import DvcException
 from dvc.repo import Repo
 from dvc.stage import PipelineStage
 
-from flows.workspace import Logger, RestorePoint, open_repo
+from flows.workspace import Logger, open_repo
 from pipeline import logs
 
 RAN, SKIPPED, CACHED = "ran", "skipped", "cached"
@@ -107,28 +102,23 @@ def reproduce(
     log: Logger,
     *,
     reason: str,
-    restore_point: RestorePoint | None,
     on_progress: Callable[[logs.Progress], None] | None = None,
 ) -> StageResult:
     """``dvc repro --single-item <stage>`` in ``root``, logging to ``log``.
 
     ``reason``: :func:`why_it_runs`, asked just before (nothing runs in the workspace in between).
-    ``restore_point``: where the stage's previous outputs are saved before it runs (the checkout).
     ``on_progress``: called (from another thread) with each progress report of the stage's command.
     """
     with open_repo(root) as repo:
         repo.scm_context.quiet = True  # no "git add dvc.lock" hint per stage: the run is an experiment
         target = f"dvc.yaml:{stage}"
-        (dvc_stage,) = repo.stage.collect(target)
         if reason:
             log.info("stage %r runs: %s", stage, reason)
-            if restore_point:
-                restore_point.save(*(Path(out.def_path) for out in dvc_stage.outs if not out.persist))
         with _dvc_messages(log) as dvc_lines, _stage_records(log, on_progress) as (env, errors):
             try:
                 ran = repo.reproduce(target, single_item=True, run_env=env)
             except BaseException as exc:
-                # Interrupted or timed out: the stage's command must not run on unseen.
+                # Interrupted or cancelled: the stage's command must not run on unseen.
                 stop_stage_processes(lambda running_in: running_in == Path(repo.root_dir))
                 if isinstance(exc, DvcException):
                     raise StageFailed(_failure(stage, exc, errors)) from None

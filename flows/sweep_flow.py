@@ -1,4 +1,4 @@
-"""The Prefect flow ``fashion-sweep``: a grid of params, each combination an isolated run (a trial), on Dask.
+"""The Prefect flow ``fashion-sweep``: a grid of params, each combination a trial in a workspace, on Dask.
 
 Decisions:
 
@@ -7,9 +7,10 @@ Decisions:
   validated against the schema before anything runs.
 - **An existing engine.** Trials are tasks on Prefect's ``DaskTaskRunner``: a local cluster of worker
   processes, one trial each at a time, their TensorFlow thread pools sized so the trials share the
-  cores instead of fighting over them; or a running cluster (``dask_address``). ``in_process`` runs
-  them one after another in this process instead. A trial is an isolated run (:mod:`flows.workspace`),
-  so it needs nothing but the repository and the DVC cache or remote.
+  cores instead of fighting over them; or a running cluster (``dask_address``), whose every worker
+  is checked first (:mod:`flows.probe`: the project at the sweep's version, the Prefect API, git),
+  so a worker that lacks one fails the sweep in one line instead of hanging it. ``in_process`` runs
+  the trials one after another in this process instead.
 - **Shared work once.** The stages that no swept param reaches (ingest and preprocess, for a grid of
   train params) run first, once, in a workspace of their own; every trial starts from their
   ``dvc.lock``, checks their outputs out of the shared cache (or pulls them from the DVC remote)
@@ -17,12 +18,14 @@ Decisions:
 - **DVC keeps the record.** Each trial is a DVC experiment of the project. The sweep ranks them by
   validation accuracy (the test set is for reporting, not for choosing), publishes the ranking as a
   table artifact, logs the best and can apply it to the checkout.
-- **A failed trial fails only itself.** The others finish and are recorded; the sweep then fails,
-  naming the trials that failed and why. A sweep that is cancelled or interrupted stops its trials'
-  stage processes and removes their workspaces.
 - **Workers without the checkout.** With ``source`` (the git remote's URL), trials clone from it,
-  get and push data through the DVC remote that the commit configures, and push their experiments
-  to it; the sweep then pulls the experiments into the project.
+  share one DVC cache per worker, and push their data to the DVC remote the commit configures and
+  their experiments to ``source``: that is how their results come back. The sweep then pulls the
+  experiments into the project.
+- **A failed trial fails only itself.** The others finish and are recorded; the sweep then fails,
+  naming the trials that failed and why. A sweep that is cancelled, interrupted or killed stops its
+  trials wherever they run: each trial watches the sweep's Prefect state and its own Dask task, stops
+  its stage command when either is gone, pushes nothing, and ends ``Cancelled``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psutil
 from prefect import flow, get_run_logger, task
@@ -42,34 +47,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows import reports, stage, workspace
-from flows.params_update import key_value
+from flows import probe, reports, stage, workspace
+from flows.params_update import trial_overrides
 from flows.pipeline_flow import reproduce_in
 from pipeline.params import DEFAULT_PARAMS_PATH, ParamsError, parse_raw_params, validate_params
 from pipeline.paths import Paths
 
 SWEEP_ARTIFACT = "fashion-sweep"
 TRIAL_MEMORY_BYTES = 2 * 1024**3  # a dense trial's TensorFlow process, its data and headroom
+WATCH_INTERVAL_S = 2.0
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 class SweepError(RuntimeError):
-    """The grid is malformed, or trials failed."""
-
-
-def trial_overrides(grid: list[str]) -> list[dict[str, str]]:
-    """Each combination of the ``-S`` sweep overrides, as ``{"train.epochs": "10", ...}``."""
-    from dvc.exceptions import DvcException
-    from dvc.utils.hydra import get_hydra_sweeps
-    from hydra.errors import HydraException
-
-    try:
-        sweeps = get_hydra_sweeps({DEFAULT_PARAMS_PATH.name: list(grid)})
-    except (DvcException, HydraException) as exc:
-        raise SweepError(f"not a sweep DVC understands ({' '.join(grid)}): {exc}") from None
-    return [dict(key_value(item) for item in sweep[DEFAULT_PARAMS_PATH.name]) for sweep in sweeps]
+    """The grid is malformed, a worker cannot run trials, or trials failed."""
 
 
 def default_workers() -> int:
@@ -84,6 +78,7 @@ def task_runner(workers: int | None, dask_address: str | None, in_process: bool,
         return ThreadPoolTaskRunner(max_workers=1)  # DVC works in the process's directory: one at a time
     from prefect_dask import DaskTaskRunner
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines are the cluster's, not ours
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     workers = workers or default_workers()
@@ -97,20 +92,55 @@ def task_runner(workers: int | None, dask_address: str | None, in_process: bool,
     return DaskTaskRunner(cluster_kwargs={**cluster, "env": env, "silence_logs": logging.WARNING})
 
 
+def check_workers(dask_address: str, api_url: str, project: Path | None) -> int:
+    """Every worker of the cluster at ``dask_address`` can run trials: the number of workers, or
+    :class:`SweepError` naming each worker and what it lacks."""
+    import cloudpickle
+    from distributed import Client
+
+    cloudpickle.register_pickle_by_value(probe)  # runs where the project itself does not import
+    try:
+        with Client(dask_address, timeout=30) as client:
+            found = client.run(
+                probe.worker_problems,
+                api_url,
+                probe.code_fingerprint(),
+                str(project) if project else None,
+                on_error="return",
+            )
+    except OSError as exc:
+        raise SweepError(f"no Dask scheduler answers at {dask_address}: {exc}") from None
+    finally:
+        cloudpickle.unregister_pickle_by_value(probe)
+    if not found:
+        raise SweepError(f"the Dask cluster at {dask_address} has no workers")
+    problems = [
+        f"worker {worker} {'; '.join(result) if isinstance(result, list) else f'fails the check: {result!r}'}"
+        for worker, result in sorted(found.items())
+        if not isinstance(result, list) or result
+    ]
+    if problems:
+        raise SweepError("no trial started: " + " | ".join(problems))
+    return len(found)
+
+
 @task(name="shared-stages", **_TASK)
-def run_shared_stages(source: str, commit: str, swept: list[str], share_with: str | None, prefix: str) -> str:
+def run_shared_stages(
+    source: str, commit: str, changes: str | None, swept: list[str], share_with: str | None, prefix: str
+) -> str:
     """Run the stages that no swept param reaches, once; the ``dvc.lock`` every trial starts from."""
     log = get_run_logger()
-    shared = _path(share_with)
     with workspace.isolated(
-        source, commit, name=f"{prefix}-shared", keep_on_failure=False, log=log, share_with=shared
-    ) as root:
-        stages = stage.stages_independent_of(root, swept)
+        source, commit, name=f"{prefix}-shared", log=log, changes=changes, share_with=_path(share_with)
+    ) as made:
+        stages = stage.stages_independent_of(made.root, swept)
         log.info("run once for every trial: %s", ", ".join(stages) or "no stage")
-        requested = parse_raw_params((root / DEFAULT_PARAMS_PATH).read_text(), str(DEFAULT_PARAMS_PATH))
-        reproduce_in(root, requested, restore_point=None, stages=stages, record="never")
-        workspace.push_results(root, None, [], log)  # for workers without this cache, when a remote is set
-        return (root / "dvc.lock").read_text() if (root / "dvc.lock").exists() else ""
+        requested = parse_raw_params((made.root / DEFAULT_PARAMS_PATH).read_text(), str(DEFAULT_PARAMS_PATH))
+        reproduce_in(made.root, requested, stages=stages, record="never", label="shared")
+        if share_with is None:  # for the trials on other workers, through the DVC remote
+            workspace.push_results(made.root, None, None, log)
+        lock = made.root / "dvc.lock"
+        return lock.read_text() if lock.exists() else ""
 
 
 @task(name="trial", **_TASK)
@@ -119,49 +149,134 @@ def run_trial(
     overrides: dict[str, str],
     source: str,
     commit: str,
+    changes: str | None,
     start_lock: str,
     share_with: str | None,
+    push_to: str | None,
     prefix: str,
+    sweep_runs: list[str],
 ) -> dict[str, Any]:
-    """One isolated run with ``overrides``, recorded as a DVC experiment pushed to ``source``."""
+    """One workspace with ``overrides``, recorded as a DVC experiment: put into the project on this
+    machine (``share_with``), and pushed to ``push_to`` when set. Stops, pushing nothing, when the
+    sweep (``sweep_runs``, its flow runs' ids) stops."""
     log = get_run_logger()
-    log.info("trial %d: %s", number, _describe(overrides))
-    with workspace.isolated(
-        source,
-        commit,
-        name=f"{prefix}-trial-{number}",
-        keep_on_failure=False,
-        log=log,
-        share_with=_path(share_with),
-        start_lock=start_lock or None,
-    ) as root:
-        params = root / DEFAULT_PARAMS_PATH
-        requested = parse_raw_params(params.read_text(), str(params), overrides)
-        result = reproduce_in(root, requested, restore_point=None, record="always")  # every trial is one
-        # The clone's origin is the source: the project itself, or the git remote it was cloned from.
-        workspace.push_results(root, result.experiment, ["origin"], log)
+    label = f"trial {number}"
+    log.info("%s: %s", label, _describe(overrides))
+    with (
+        workspace.isolated(
+            source,
+            commit,
+            name=f"{prefix}-trial-{number}",
+            log=log,
+            changes=changes,
+            share_with=_path(share_with),
+            start_lock=start_lock or None,
+        ) as made,
+        _watched(made.root, [UUID(run) for run in sweep_runs]) as stopped,
+    ):
+        try:
+            params = made.root / DEFAULT_PARAMS_PATH
+            requested = parse_raw_params(params.read_text(), str(params), overrides)
+            result = reproduce_in(made.root, requested, record="always", label=label)  # every trial is one
+        except Exception:
+            if stopped.is_set():
+                return Cancelled(message=f"{label} stopped with its sweep; nothing recorded")
+            raise
+        if stopped.is_set():
+            return Cancelled(message=f"{label} stopped with its sweep; nothing recorded")
+        if share_with:
+            workspace.share_experiment(made.root, result.experiment, Path(share_with))
+        if push_to:
+            workspace.push_results(made.root, result.experiment, push_to, log)
         return {
             "trial": number,
             "overrides": overrides,
             "experiment": result.experiment,
             "stages": result.outcomes,
-            "metrics": reports.read_metrics(Paths(root).metrics_json),
+            "metrics": reports.read_metrics(Paths(made.root).metrics_json),
             "train_seconds": result.seconds.get("train"),
         }
 
 
+@contextlib.contextmanager
+def _watched(root: Path, sweep_runs: list[UUID]) -> Iterator[threading.Event]:
+    """Set the event and stop ``root``'s stage command once the sweep is gone: one of its flow runs
+    is cancelling or final in Prefect (cancelled, crashed: a SIGTERM), or this Dask task is no
+    longer wanted (the sweep's process died and its Dask client with it)."""
+    stopped, done = threading.Event(), threading.Event()
+    dask_task = _current_dask_task()
+
+    def sweep_gone() -> bool:
+        if dask_task is not None:
+            worker, key = dask_task
+            held = worker.state.tasks.get(key)
+            if held is None or held.state in {"cancelled", "released", "forgotten"}:
+                return True
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+            for run_id in sweep_runs:
+                state = client.read_flow_run(run_id).state
+                if state is not None and (state.is_final() or state.is_cancelling()):
+                    return True
+        return False
+
+    def watch() -> None:
+        while not done.wait(WATCH_INTERVAL_S):
+            if sweep_gone():
+                stopped.set()
+                stage.stop_stage_processes(lambda running_in: running_in == root)
+                return
+
+    watcher = threading.Thread(target=watch, name="sweep-watch", daemon=True)
+    watcher.start()
+    try:
+        yield stopped
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _current_dask_task() -> tuple[Any, str] | None:
+    """The Dask worker and key of the task running in this thread, when on a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        return worker, worker.get_current_task()
+    except (ImportError, ValueError):
+        return None
+
+
 @flow(name="fashion-sweep-trials")
 def run_trials(
-    trials: list[dict[str, str]], source: str, commit: str, share_with: str | None, prefix: str
+    trials: list[dict[str, str]],
+    source: str,
+    commit: str,
+    changes: str | None,
+    share_with: str | None,
+    push_to: str | None,
+    prefix: str,
+    sweep_run: str,
 ) -> list[dict[str, Any]]:
     """The shared stages once, then every trial on the task runner; each trial's result or error."""
     swept = sorted({key for overrides in trials for key in overrides})
     futures: list[PrefectFuture] = []
-    with _stopped_if_interrupted(futures, prefix, _path(share_with)):
-        futures.append(run_shared_stages.submit(source, commit, swept, share_with, prefix))
+    sweep_runs = [sweep_run, str(flow_run.id)]
+    with _cancelled_if_interrupted(futures, prefix, _path(share_with)):
+        futures.append(run_shared_stages.submit(source, commit, changes, swept, share_with, prefix))
         start_lock = futures[0].result()
         futures += [
-            run_trial.submit(number, overrides, source, commit, start_lock, share_with, prefix)
+            run_trial.submit(
+                number,
+                overrides,
+                source,
+                commit,
+                changes,
+                start_lock,
+                share_with,
+                push_to,
+                prefix,
+                sweep_runs,
+            )
             for number, overrides in enumerate(trials, start=1)
         ]
         results = []
@@ -183,21 +298,25 @@ def fashion_sweep(
     rev: str | None = None,
     source: str | None = None,
     apply_best: bool = False,
+    push: bool = False,
     project_dir: str = ".",
 ) -> list[dict[str, Any]]:
-    """Run every combination of ``grid`` (``["train.epochs=10,20", ...]``) as an isolated trial of
-    commit ``rev`` (default HEAD) and rank them; the trials' results, best first.
+    """Run every combination of ``grid`` (``["train.epochs=10,20", ...]``) as a trial of commit
+    ``rev`` (default: HEAD plus the checkout's uncommitted changes) and rank them; the trials'
+    results, best first.
 
     ``workers``: local Dask worker processes (default: what the cores and memory allow);
     ``dask_address``: a running Dask scheduler instead; ``in_process``: no Dask, one trial after
-    another. ``source``: the git URL workers clone from, for workers without this checkout.
-    ``apply_best``: ``dvc exp apply`` the best trial to the checkout.
+    another. ``source``: the git URL workers clone from and push to, for workers without this
+    checkout. ``apply_best``: ``dvc exp apply`` the best trial to the checkout. ``push``: push the
+    trials' data and experiments to the DVC remote and the checkout's git ``origin``.
     """
     logger = get_run_logger()
     project = Path(project_dir).resolve()
-    commit = workspace.resolve_commit(project, rev)
     trials = trial_overrides(grid)
-    base = workspace.committed_params(project, commit)
+    changes = workspace.uncommitted_changes(project) if not (rev or source) else None
+    commit = workspace.resolve_commit(project, rev)
+    base = workspace.committed_params(project, changes or commit)
     for number, overrides in enumerate(trials, start=1):  # every trial's params, before anything runs
         try:
             validate_params(parse_raw_params(base, f"trial {number}", overrides), source=f"trial {number}")
@@ -205,17 +324,24 @@ def fashion_sweep(
             raise SweepError(f"{exc} ({_describe(overrides)})") from None
     logger.info("%d trials of commit %s: %s", len(trials), commit[:7], " | ".join(map(_describe, trials)))
 
-    prefix = flow_run.name or "sweep"
     share_with = None if source else str(project)
+    push_to = source or (workspace.git_remote_url(project) if push else None)
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url)
+    if dask_address:
+        count = check_workers(dask_address, api_url, _path(share_with))
+        logger.info("%d Dask worker(s) at %s can run trials", count, dask_address)
     runner = task_runner(workers, dask_address, in_process, api_url)
-    # Again once the task runner is gone: a trial that was starting when the sweep stopped may have
-    # made its workspace after the first clean-up, then lost its worker.
-    with _stopped_if_interrupted([], prefix, _path(share_with)):
-        results = run_trials.with_options(task_runner=runner)(
-            trials, source or str(project), commit, share_with, prefix
-        )
+    results = run_trials.with_options(task_runner=runner)(
+        trials,
+        source or str(project),
+        commit,
+        changes,
+        share_with,
+        push_to,
+        flow_run.name or "sweep",
+        str(flow_run.id),
+    )
     ranked = rank(results)
     succeeded = [result for result in ranked if "error" not in result]
     if source and succeeded:  # as `dvc exp pull`: their refs, and their outputs from the DVC remote
@@ -236,7 +362,9 @@ def fashion_sweep(
             best["metrics"]["test"]["accuracy"],
         )
         if apply_best:
-            apply(project, best["experiment"])
+            with workspace.open_repo(project) as repo:
+                repo.experiments.apply(best["experiment"])
+            logger.info("applied %s to %s: review it, then commit", best["experiment"], project)
     failed = [result for result in ranked if "error" in result]
     if failed:
         raise SweepError(
@@ -285,34 +413,27 @@ def ranking_table(ranked: list[dict[str, Any]], varied: list[str]) -> list[dict[
     return rows
 
 
-def apply(project: Path, experiment: str) -> None:
-    """``dvc exp apply`` in the checkout, under the checkout's lock."""
-    with workspace.locked(project), workspace.open_repo(project) as repo:
-        repo.experiments.apply(experiment)
-    get_run_logger().info("applied %s to %s: review it, then commit", experiment, project)
-
-
 @contextlib.contextmanager
-def _stopped_if_interrupted(
+def _cancelled_if_interrupted(
     futures: list[PrefectFuture], prefix: str, share_with: Path | None
 ) -> Iterator[None]:
-    """If the sweep is cancelled or interrupted: cancel the trials not started, stop the stage commands
-    of those running (so their tasks end now, not when they finish) and remove their workspaces.
-
-    Covers workers on this machine; a remote worker's workspace goes when its trial fails.
-    """
+    """If the sweep is cancelled or interrupted: cancel the trials not started yet. Running trials
+    stop themselves (:func:`_watched`) wherever they run; those on this machine are stopped now,
+    their workspaces removed, as the local cluster goes down with the sweep."""
     try:
         yield
     except BaseException:
         for future in futures:
             with contextlib.suppress(Exception):
                 future.wrapped_future.cancel()
-        folder = workspace.runs_dir(share_with)
-        stage.stop_stage_processes(lambda root: root.parent == folder and root.name.startswith(f"{prefix}-"))
-        abandoned = list(folder.glob(f"{prefix}-*"))
-        for path in abandoned:
-            shutil.rmtree(path, ignore_errors=True)
-        get_run_logger().warning("the sweep stopped early: removed the workspaces %s", abandoned)
+        if share_with:
+            folder = workspace.runs_dir(share_with)
+            stage.stop_stage_processes(
+                lambda root: root.parent == folder and root.name.startswith(f"{prefix}-")
+            )
+            for path in folder.glob(f"{prefix}-*"):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        get_run_logger().warning("the sweep stopped early: its running trials stop and push nothing")
         raise
 
 

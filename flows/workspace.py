@@ -1,44 +1,44 @@
-"""Where a flow run happens, and how its result leaves: the user's checkout, or a workspace of its own.
+"""Where every flow run happens: a workspace of its own, made from git, like ``dvc exp run --temp``.
 
-- **The checkout** (``isolated=False``, like ``dvc exp run``): the run holds DVC's own lock on the
-  project for its whole length. DVC serialises writers with a read/write lock on paths
-  (``.dvc/tmp/rwlock``): each ``dvc repro`` stage takes it on its dependencies and outputs while it
-  runs. The flow takes a write entry on the project root, which overlaps every path, so a ``dvc
-  repro`` started during a flow run fails at once naming the flow's process, and a flow started
-  during a ``dvc repro`` fails at once naming that process, before it changes anything.
-- **An isolated workspace** (``isolated=True``): a git clone of one commit under
-  ``.dvc/tmp/fashion-runs/`` (ignored by git and DVC, as DVC's own temp-dir experiments under
-  ``.dvc/tmp/exps/``), with the project's local DVC config (remotes, credentials) and its cache
-  (``cache.dir``; outputs are linked, never copied). The outputs that the commit's ``dvc.lock``
-  records are checked out of the cache, or pulled from the DVC remote, so unchanged stages are
-  skipped. The result becomes a DVC experiment pushed into the project's git refs, where ``dvc exp
-  show`` and ``dvc exp apply`` find it; the checkout itself is never written to.
+- **From git.** A workspace is a clone of the source (the project's checkout, or a git URL that
+  workers on other machines reach) at one commit. Run from a checkout without a named revision, it
+  also gets the checkout's uncommitted changes to tracked files (through ``git stash create``, which
+  writes no file of the checkout), as ``dvc exp run --temp`` does.
+- **Data from the cache, or the DVC remote.** On the project's machine the workspace uses the
+  project's DVC cache and local config (remotes, credentials); elsewhere a cache of the machine's
+  own (``$FASHION_PIPELINE_HOME``, default ``~/.cache/fashion-pipeline``), shared by every run on
+  it, so a worker fetches each file once. Outputs are linked from the cache, never copied; what the
+  cache lacks is pulled from the DVC remote the commit configures, or rebuilt.
+- **Recorded as a DVC experiment** (``dvc exp save``), pushed into the project's git refs where
+  ``dvc exp show`` and ``dvc exp apply`` find it; to the git and DVC remotes only when asked.
+- **Nothing lost, nothing left.** A workspace whose result could not be pushed is kept, with the
+  commands that push it later. Each workspace is claimed by its process with a file lock, so the
+  next run on a machine removes the workspaces of runs that died (their lock is free).
 
 DVC's Python API resolves paths against the process's working directory, so every call here runs
-inside the workspace (:func:`open_repo`); a flow run therefore owns its process, as a DVC command does.
+inside the workspace (:func:`open_repo`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
+import socket
 import subprocess
-import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from dvc.exceptions import DvcException
-from dvc.lock import LockError
 from dvc.repo import Repo
-from dvc.rwlock import rwlock
 
 from pipeline.params import DEFAULT_PARAMS_PATH
 
 RUNS_DIR = Path(".dvc") / "tmp" / "fashion-runs"
-RESTORE_DIR = Path(".dvc") / "tmp" / "fashion-pipeline" / "restore-point"
+HOME_ENV = "FASHION_PIPELINE_HOME"
 # Linked from the shared cache, never copied; DVC picks the first that the file system supports.
 LINK_TYPES = "reflink,hardlink,symlink"
 
@@ -46,7 +46,17 @@ Logger = logging.Logger | logging.LoggerAdapter
 
 
 class WorkspaceError(RuntimeError):
-    """The workspace cannot be made, is busy, or its result cannot be recorded or pushed."""
+    """The workspace cannot be made, or its result cannot be recorded or applied."""
+
+
+class PushFailed(WorkspaceError):
+    """The run is recorded, but its result could not be pushed: its workspace is kept."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    commit: str  # the commit it was made from (its experiment's baseline)
 
 
 @contextlib.contextmanager
@@ -57,122 +67,27 @@ def open_repo(root: Path) -> Iterator[Repo]:
         yield repo
 
 
-@contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """Hold DVC's lock on the whole project ``root`` (see the module docstring); fail at once if busy."""
-    with contextlib.ExitStack() as held:
-        with open_repo(root) as repo:
-            try:
-                with repo.lock:  # DVC's repository lock guards every change to the rwlock
-                    # Same owner as DVC's own stage locks in this process (its pid and argv), so the
-                    # stages this run reproduces pass while every other process is kept out.
-                    held.enter_context(
-                        rwlock(
-                            repo.tmp_dir,
-                            repo.fs,
-                            " ".join(sys.argv),
-                            [],
-                            [repo.root_dir],
-                            repo.config["core"].get("hardlink_lock", False),
-                        )
-                    )
-            except LockError as exc:
-                raise WorkspaceError(
-                    f"the project {root} is busy, so this run changed nothing: {exc}\n"
-                    "Wait for that run to finish, or run in a workspace of your own: "
-                    "python -m flows run --isolated"
-                ) from None
-        yield
+def uncommitted_changes(project: Path) -> str | None:
+    """A commit holding the checkout's uncommitted changes to tracked files (``git stash create``,
+    which writes no file of the checkout and moves no ref), or None when there are none."""
+    return _git("stash", "create", cwd=project).stdout.strip() or None
 
 
-class RestorePoint:
-    """What a run in the checkout changes, saved first, so that a failed run puts it all back.
-
-    ``params.yaml`` and ``dvc.lock`` are copied when the run starts (DVC rewrites ``dvc.lock`` in
-    place), each stage's outputs are hard-linked before DVC deletes them to run the stage (the stages
-    replace their outputs through renames, so the saved inodes stay intact); the first copy of a path
-    wins. The folder outlives a run killed outright; the next run in the checkout restores it before
-    anything else.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.folder = root / RESTORE_DIR
-        self.manifest = self.folder / "saved-paths.txt"
-        self.recovered: list[str] = []  # what a run killed earlier had left, put back at the start
-
-    def exists(self) -> bool:
-        return self.manifest.is_file()
-
-    def save(self, *paths: Path, link: bool = True) -> None:
-        """Keep the current content of ``paths`` (relative to the checkout), if not kept already.
-
-        ``link``: hard-link rather than copy, for files that are replaced, never rewritten in place.
-        """
-        saved = self._saved()
-        keep = _link_or_copy if link else shutil.copy2
-        for path in paths:
-            source, copy = self.root / path, self.folder / "files" / path
-            if path.as_posix() in saved or not source.exists():
-                continue
-            if source.is_dir():
-                shutil.copytree(source, copy, copy_function=keep)
-            else:
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                keep(source, copy)
-            with self.manifest.open("a") as manifest:  # after the copy: a listed path is complete
-                manifest.write(f"{path.as_posix()}\n")
-
-    def restore(self) -> list[str]:
-        """Put every saved path back in place of what is there now, then forget them; the paths."""
-        restored = self._saved()
-        for path in restored:
-            current, copy = self.root / path, self.folder / "files" / path
-            if current.is_dir() and not current.is_symlink():
-                shutil.rmtree(current)
-            else:
-                current.unlink(missing_ok=True)
-            current.parent.mkdir(parents=True, exist_ok=True)
-            copy.replace(current)
-        self.discard()
-        return restored
-
-    def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _saved(self) -> list[str]:
-        return self.manifest.read_text().splitlines() if self.manifest.is_file() else []
+def checkout_state(project: Path) -> str:
+    """The tree of the checkout's tracked files as they are now, committed or not."""
+    return _git("rev-parse", f"{uncommitted_changes(project) or 'HEAD'}^{{tree}}", cwd=project).stdout.strip()
 
 
-@contextlib.contextmanager
-def restore_point(root: Path, log: Logger) -> Iterator[RestorePoint]:
-    """A restore point for a run in the checkout: kept on success, put back on failure.
-
-    First puts back what a run killed outright left behind.
-    """
-    point = RestorePoint(root)
-    if point.exists():
-        point.recovered = point.restore()
-        log.warning(
-            "a run killed earlier left the checkout changed; put back: %s", ", ".join(point.recovered)
-        )
-    point.discard()
-    point.save(DEFAULT_PARAMS_PATH, Path("dvc.lock"), link=False)
-    try:
-        yield point
-    except BaseException:
-        log.warning("the run did not finish; put back: %s", ", ".join(point.restore()))
-        raise
-    point.discard()
-
-
-def resolve_commit(project: Path, rev: str | None) -> str:
-    """The commit that ``rev`` (a branch, tag or SHA; ``None``: HEAD) names in ``project``."""
+def resolve_commit(repository: Path, rev: str | None) -> str:
+    """The commit ``rev`` names in ``repository`` (a branch, tag, SHA or ``origin/<branch>``)."""
     revision = rev or "HEAD"
-    result = _git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", cwd=project, check=False)
-    if result.returncode != 0:
-        raise WorkspaceError(f"{revision!r} is not a commit of the git repository {project}")
-    return result.stdout.strip()
+    for candidate in (revision, f"origin/{revision}"):
+        found = _git(
+            "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", cwd=repository, check=False
+        )
+        if found.returncode == 0:
+            return found.stdout.strip()
+    raise WorkspaceError(f"{revision!r} is not a commit of the git repository {repository}")
 
 
 def committed_params(project: Path, commit: str) -> str:
@@ -183,58 +98,162 @@ def committed_params(project: Path, commit: str) -> str:
     return result.stdout
 
 
-def uncommitted_changes(project: Path) -> list[str]:
-    """Paths with changes that a run of the committed HEAD leaves out."""
-    status = _git("status", "--porcelain", "--untracked-files=no", cwd=project).stdout
-    return [line[3:] for line in status.splitlines() if line.strip()]
+def machine_home() -> Path:
+    """This machine's folder for workspaces and the DVC cache they share, when no project is here."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "fashion-pipeline")
+
+
+def runs_dir(project: Path | None) -> Path:
+    """Where workspaces go: beside the project's DVC cache, else in this machine's home."""
+    return project / RUNS_DIR if project else machine_home() / "runs"
 
 
 @contextlib.contextmanager
 def isolated(
     source: str | Path,
-    commit: str,
+    rev: str | None,
     *,
     name: str,
-    keep_on_failure: bool,
     log: Logger,
+    changes: str | None = None,
     share_with: Path | None = None,
     start_lock: str | None = None,
-) -> Iterator[Path]:
-    """A fresh clone of ``commit`` from ``source`` (a project's path or a git URL); removed afterwards.
+    keep_on_failure: bool = False,
+) -> Iterator[Workspace]:
+    """A fresh clone of commit ``rev`` of ``source`` (a path or git URL), removed afterwards.
 
-    ``share_with``: the project on this machine whose DVC cache and local config the workspace uses;
-    the workspace goes under its ``.dvc/tmp/fashion-runs/``. Without it the workspace is
-    self-contained, under the system's temp dir, and gets its data from the DVC remote that the
-    commit configures. ``start_lock``: a ``dvc.lock`` to start from instead of the commit's (the
-    stages a sweep ran once for all its trials). On failure the workspace is kept only when
-    ``keep_on_failure`` asks, for debugging.
+    ``changes``: a commit of ``source`` (:func:`uncommitted_changes`) whose files go on top of
+    ``rev``, uncommitted. ``share_with``: the project on this machine whose DVC cache and local config
+    the workspace uses. ``start_lock``: a ``dvc.lock`` to start from instead of the commit's (the
+    stages a sweep ran once for all its trials). A failed run's workspace is kept when
+    ``keep_on_failure`` asks, for debugging; one whose push failed always is.
     """
     parent = runs_dir(share_with)
     parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
-    try:
-        _git("clone", "--quiet", "--no-checkout", str(source), str(root), cwd=parent)
-        _git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit, cwd=root)
-        if share_with:
-            _share_dvc_setup(share_with, root)
-        if start_lock is not None:
-            (root / "dvc.lock").write_text(start_lock)
-        _check_out_outputs(root, log)
-        log.info("isolated workspace %s: commit %s of %s", root, commit[:7], source)
-        with locked(root):
+    remove_abandoned(parent, log)
+    keep = False
+    with _claimed(parent, name) as root:
+        try:
+            _git("clone", "--quiet", "--no-checkout", str(source), str(root), cwd=parent)
+            commit = resolve_commit(root, rev)
+            _git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit, cwd=root)
+            if changes:
+                _git("fetch", "--quiet", str(source), changes, cwd=root)
+                _git("restore", f"--source={changes}", "--worktree", "--", ":/", cwd=root)
+            _give_git_identity(root)
+            _set_up_dvc(root, share_with)
+            if start_lock is not None:
+                (root / "dvc.lock").write_text(start_lock)
+            _check_out_outputs(root, log)
+            log.info(
+                "workspace %s: commit %s of %s%s",
+                root,
+                commit[:7],
+                source,
+                " + uncommitted changes" * bool(changes),
+            )
+            yield Workspace(root, commit)
+        except PushFailed:
+            keep = True
+            raise
+        except BaseException:
+            keep = keep_on_failure
+            if keep:
+                log.warning("the run failed; its workspace is kept for debugging: %s", root)
+            raise
+        finally:
+            if not keep:
+                shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _claimed(parent: Path, name: str) -> Iterator[Path]:
+    """A new workspace folder under ``parent``, claimed by a locked ``<folder>.claim`` file for as
+    long as the run lives; the kernel frees the lock when the process dies, however it dies."""
+    handle, claim_path = tempfile.mkstemp(prefix=f"{name}-", suffix=".claim", dir=parent)
+    claim = Path(claim_path)
+    with os.fdopen(handle, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # before the folder exists: no cleaner can take it for dead
+        root = claim.with_name(claim.name.removesuffix(".claim"))
+        root.mkdir()
+        try:
             yield root
-    except BaseException:
-        if keep_on_failure:
-            log.warning("the run failed; its workspace is kept for debugging: %s", root)
-        else:
-            _remove(root)
-        raise
-    _remove(root)
+        finally:
+            claim.unlink(missing_ok=True)
 
 
-def runs_dir(project: Path | None) -> Path:
-    """Where isolated workspaces go: under the project they share a cache with, else the temp dir."""
-    return project / RUNS_DIR if project else Path(tempfile.gettempdir()) / "fashion-runs"
+def remove_abandoned(parent: Path, log: Logger) -> None:
+    """Remove the workspaces under ``parent`` whose run died (their claim is no longer held)."""
+    for claim in parent.glob("*.claim"):
+        with contextlib.suppress(OSError), claim.open("a") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live run's
+            root = claim.with_name(claim.name.removesuffix(".claim"))
+            shutil.rmtree(root, ignore_errors=True)
+            claim.unlink(missing_ok=True)
+            log.info("removed the workspace of a run that died: %s", root)
+
+
+def _give_git_identity(root: Path) -> None:
+    """A local git identity where none is configured (``dvc exp save`` commits); never the global one."""
+    for key, value in (
+        ("user.name", "fashion-pipeline"),
+        ("user.email", f"fashion-pipeline@{socket.gethostname()}"),
+    ):
+        if _git("config", key, cwd=root, check=False).returncode != 0:
+            _git("config", "--local", key, value, cwd=root)
+
+
+def _set_up_dvc(root: Path, project: Path | None) -> None:
+    """Point the clone at ``project``'s DVC cache and local config, or at this machine's cache."""
+    local, cache_dir = {}, str(machine_home() / "dvc-cache")
+    if project:
+        with open_repo(project) as source:
+            local, cache_dir = source.config.read("local"), source.cache.local_cache_dir
+    with open_repo(root) as repo, repo.config.edit("local") as config:
+        config.update(local)
+        config["cache"] = {**config.get("cache", {}), "dir": cache_dir, "type": LINK_TYPES}
+
+
+def _check_out_outputs(root: Path, log: Logger) -> None:
+    """Link the outputs ``dvc.lock`` records from the cache, pulling what it lacks from the DVC remote;
+    one line says what is still missing and so will be rebuilt."""
+    from dvc.exceptions import DvcException
+
+    with open_repo(root) as repo:
+        with contextlib.suppress(DvcException):
+            repo.checkout()
+        missing = _missing_outputs(repo)
+        remote = repo.config["core"].get("remote")
+        if missing and remote:
+            try:
+                repo.pull(allow_missing=True, run_cache=True)
+            except Exception as exc:  # noqa: BLE001  (any storage error: the stages rebuild instead)
+                log.warning(
+                    "dvc pull from DVC remote %r failed (%s): the stages rebuild what is missing",
+                    remote,
+                    _one_line(exc),
+                )
+            else:
+                log.info(
+                    "pulled from DVC remote %r: %s",
+                    remote,
+                    ", ".join(sorted(set(missing) - set(_missing_outputs(repo)))) or "nothing",
+                )
+            missing = _missing_outputs(repo)
+        if missing:
+            where = (
+                f"the DVC cache or DVC remote {remote!r}"
+                if remote
+                else "the DVC cache (no DVC remote is set)"
+            )
+            log.info("not in %s, so their stages rebuild them: %s", where, ", ".join(missing))
+
+
+def _missing_outputs(repo: Repo) -> list[str]:
+    return [out.def_path for out in repo.index.outs if out.use_cache and out.hash_info and not out.exists]
 
 
 def record_experiment(root: Path, message: str) -> str:
@@ -244,6 +263,8 @@ def record_experiment(root: Path, message: str) -> str:
     ``dvc exp show`` lists the experiment's metrics next to its params; so are the ``.gitignore``
     files DVC writes beside its cached outputs, which belong with ``dvc.lock``.
     """
+    from dvc.exceptions import DvcException
+
     with open_repo(root) as repo:
         in_git = [out.def_path for out in repo.index.outs if not out.use_cache and out.exists]
         ignores = {str(Path(out.def_path).parent / ".gitignore") for out in repo.index.outs if out.use_cache}
@@ -255,8 +276,17 @@ def record_experiment(root: Path, message: str) -> str:
         return repo.experiments.get_exact_name([commit])[commit]
 
 
-def push_results(root: Path, experiment: str | None, git_remotes: Sequence[str], log: Logger) -> None:
-    """``dvc push`` to the default DVC remote, if any; ``dvc exp push`` of ``experiment`` to git."""
+def share_experiment(root: Path, experiment: str, project: Path) -> None:
+    """Put ``experiment``'s ref into the project's git repository on this machine (its data is in the
+    shared cache already), where ``dvc exp show`` and ``dvc exp apply`` find it."""
+    with open_repo(root) as repo:
+        _push_experiment(repo, str(project), experiment)
+
+
+def push_results(root: Path, experiment: str | None, git_remote: str | None, log: Logger) -> None:
+    """``dvc push`` (outputs and run cache) to the default DVC remote, if one is set, and ``dvc exp
+    push`` of ``experiment`` to ``git_remote``; :class:`PushFailed`, with the commands that finish the
+    job, if either fails for any reason."""
     with open_repo(root) as repo:
         remote = repo.config["core"].get("remote")
         try:
@@ -265,15 +295,18 @@ def push_results(root: Path, experiment: str | None, git_remotes: Sequence[str],
                 # does not carry (a stage's cache: false outputs) instead of running the stage.
                 pushed = repo.push(run_cache=True)
                 log.info("dvc push: %d new file(s) to DVC remote %r", pushed, remote)
-            for git_remote in git_remotes if experiment else ():
+            if experiment and git_remote:
                 _push_experiment(repo, git_remote, experiment)
                 log.info("dvc exp push: experiment %s to %s", experiment, git_remote)
-        except DvcException as exc:
-            raise WorkspaceError(
-                f"pushing the results failed: {exc}; the run is recorded locally"
+        except Exception as exc:  # noqa: BLE001  (storage libraries raise their own errors, not DVC's)
+            commands = [
+                *(["dvc push --run-cache"] if remote else []),
+                *([f"dvc exp push {git_remote} {experiment}"] if experiment and git_remote else []),
+            ]
+            raise PushFailed(
+                f"pushing the results failed: {_one_line(exc)}. The run is kept in {root}"
                 + (f" as experiment {experiment}" if experiment else "")
-                + ". Push it once the remote is reachable: dvc push"
-                + (f" && dvc exp push <git remote> {experiment}" if experiment else "")
+                + f"; push it once the remote is reachable: cd {root} && {' && '.join(commands)}"
             ) from None
 
 
@@ -286,39 +319,26 @@ def _push_experiment(repo: Repo, git_remote: str, experiment: str) -> None:
         repo.experiments.push(git_remote, exp_names=[experiment])
 
 
+def apply_experiment(project: Path, experiment: str, started_as: str) -> None:
+    """``dvc exp apply`` in the checkout, unless its tracked files changed since ``started_as``
+    (:func:`checkout_state` when the run started)."""
+    if checkout_state(project) != started_as:
+        raise WorkspaceError(
+            f"the checkout {project} changed while the run was going, so experiment {experiment} was "
+            f"not applied; review the change, then: dvc exp apply {experiment}"
+        )
+    with open_repo(project) as repo:
+        repo.experiments.apply(experiment)
+
+
 def git_remote_url(project: Path, name: str = "origin") -> str | None:
     """The URL of ``project``'s git remote ``name``, or None when it has none."""
     result = _git("remote", "get-url", name, cwd=project, check=False)
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _share_dvc_setup(project: Path, root: Path) -> None:
-    """Give the clone ``project``'s local DVC config and point it at ``project``'s cache."""
-    with open_repo(project) as source:
-        local = source.config.read("local")
-        cache_dir = source.cache.local_cache_dir
-    with open_repo(root) as repo, repo.config.edit("local") as config:
-        config.update(local)
-        config["cache"] = {**config.get("cache", {}), "dir": cache_dir, "type": LINK_TYPES}
-
-
-def _check_out_outputs(root: Path, log: Logger) -> None:
-    """Link the outputs ``dvc.lock`` records from the cache, pulling what it lacks from the DVC remote."""
-    with open_repo(root) as repo:
-        try:
-            repo.checkout()
-        except DvcException as exc:
-            if not repo.config["core"].get("remote"):
-                log.info("outputs not in the DVC cache will be reproduced: %s", exc)
-                return
-            try:
-                repo.pull(allow_missing=True, run_cache=True)
-            except DvcException as pull_exc:
-                log.warning("dvc pull failed, so missing outputs will be reproduced: %s", pull_exc)
-
-
-def _remove(root: Path) -> None:
-    shutil.rmtree(root, ignore_errors=True)
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
 
 
 def _git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -326,10 +346,3 @@ def _git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
     if check and result.returncode != 0:
         raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
     return result
-
-
-def _link_or_copy(source: str | Path, target: str | Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)

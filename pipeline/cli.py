@@ -84,11 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         logs.configure()
-    except logs.FlowGone as exc:
+    except PipelineError as exc:
         log.error("%s not run: %s", args.command, exc)
         return 1
     # SIGTERM (a cancelled run, `kill`) unwinds like Ctrl-C, so temporary files go and outputs stay whole.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.command in STAGES and os.environ.get(DVC_STAGE_ENV):
+        _stop_with_dvc()
     try:
         if args.command == "restore":
             from pipeline.restore import restore
@@ -140,6 +142,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s interrupted before it finished; nothing it wrote is left half-written", args.command)
         return 130
     return 0
+
+
+def _stop_with_dvc() -> None:
+    """A stage that DVC (``dvc repro``, a flow run) started stops when that process dies: nobody
+    would record its result, and a later run's outputs must not be overwritten by it.
+
+    Linux's parent-death signal covers a direct child; DVC starts the command through ``$SHELL -c``,
+    which dash does not replace by the command, so a thread also watches the process above the shell.
+    """
+    import ctypes
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    import psutil
+
+    try:
+        parent = psutil.Process(os.getppid())
+        starter = parent.parent() if parent.name() in {"sh", "dash", "bash", "zsh"} else parent
+    except psutil.Error:  # the parent is gone already: the parent-death signal is on its way
+        return
+    if starter is None:
+        return
+
+    def watch() -> None:
+        while starter.is_running():
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-dvc", daemon=True).start()
 
 
 def _describe(exc: OSError) -> str:

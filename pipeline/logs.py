@@ -5,10 +5,6 @@ so a stage's process cannot hand its records to the flow's logger directly: when
 ``FASHION_PIPELINE_LOG_SOCKET`` names a Unix socket, each record goes there instead, as one JSON line
 (level, logger name, message), and the flow files it under the stage's task with its real level.
 
-The connection is also the stage's lifeline: when the flow's end closes (the flow was killed, or
-its worker lost), nobody is left to record the stage's result, so the stage stops itself as if
-interrupted (SIGTERM), removing its temporary files, instead of training on unseen.
-
 TensorFlow's C++ log is kept to what matters: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 3 (fatal errors
 only; Python exceptions still carry every error), and the lines its libraries print while loading,
 before any setting applies, are dropped (:func:`native_start_up_lines_dropped`). Set
@@ -22,11 +18,9 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -65,14 +59,11 @@ def progress(done: int, total: int, summary: str) -> dict[str, Progress]:
     return {"progress": Progress(done, total, summary)}
 
 
-class FlowGone(PipelineError):
-    """The flow that started this stage no longer listens: nobody would record its result."""
-
-
 def configure() -> None:
     """Send the stage's records to the flow's socket when one is named, else to stderr.
 
-    Raises :class:`FlowGone` (with stderr set up to say so) when the named socket does not answer.
+    Raises :class:`PipelineError` (with stderr set up to say so) when the named socket does not answer:
+    the flow that started the stage is gone, and nobody would record its result.
     """
     # TensorFlow's C++ log (harmless tf.data notices at ERROR level among them) hides the stage's own.
     os.environ.setdefault(TF_LOG_LEVEL_ENV, "3")
@@ -81,7 +72,9 @@ def configure() -> None:
         handler = SocketLinesHandler(path) if path else logging.StreamHandler()
     except OSError as exc:
         logging.basicConfig(level=logging.INFO, format=FORMAT, force=True)
-        raise FlowGone(f"the flow run that started this stage is gone ({path}: {exc.strerror})") from None
+        raise PipelineError(
+            f"the flow run that started this stage is gone ({path}: {exc.strerror})"
+        ) from None
     logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=[handler], force=True)
 
 
@@ -141,7 +134,6 @@ class SocketLinesHandler(logging.Handler):
         except OSError:
             self.socket.close()
             raise
-        threading.Thread(target=self._stop_when_the_flow_is_gone, name="flow-lifeline", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -150,16 +142,9 @@ class SocketLinesHandler(logging.Handler):
                 message = f"{message}\n{_TRACEBACKS.formatException(record.exc_info)}"
             self.socket.sendall(encode(record, message))
         except OSError:
-            pass  # the flow is gone: the lifeline stops the stage
+            pass  # the flow is gone, and the stage with it (pipeline.cli stops with its parent)
         except Exception:  # noqa: BLE001  (logging must never raise into the stage)
             self.handleError(record)
-
-    def _stop_when_the_flow_is_gone(self) -> None:
-        """The flow never writes: the read returns only when its end closes."""
-        with contextlib.suppress(OSError):
-            while self.socket.recv(1):
-                pass
-        os.kill(os.getpid(), signal.SIGTERM)
 
     def close(self) -> None:
         self.socket.close()

@@ -8,6 +8,7 @@ Bounds reject what can only be a mistake (``epochs: 10000000``, a non-finite rat
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -233,8 +234,11 @@ def read_raw_params(path: Path | str, overrides: Mapping[str, Any] | None = None
     return parse_raw_params(text, str(path), overrides)
 
 
-def parse_raw_params(text: str, source: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The YAML mapping ``text`` (read from ``source``) with ``overrides`` applied, not yet validated."""
+def parse_raw_params(
+    text: str, source: str, overrides: Mapping[str, Any] | None = None, overrides_source: str = "override"
+) -> dict[str, Any]:
+    """The YAML mapping ``text`` (read from ``source``) with ``overrides`` (given by
+    ``overrides_source``, for the messages) applied, not yet validated."""
     try:
         raw = _YAML.load(text)
     except YAMLError as exc:
@@ -242,31 +246,38 @@ def parse_raw_params(text: str, source: str, overrides: Mapping[str, Any] | None
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level")
     for key, value in (overrides or {}).items():
-        set_dotted(raw, key, value)
+        set_dotted(raw, key, value, source=overrides_source)
     return raw
 
 
-def validate_params(raw: Mapping[str, Any], source: str = "params") -> Params:
-    """Validate a params mapping, turning pydantic's report into one line per bad key."""
-    return _validated(Params, raw, f"{source}: invalid params")
+def validate_params(
+    raw: Mapping[str, Any], source: str = "params", overridden: Mapping[str, str] | None = None
+) -> Params:
+    """Validate a params mapping, turning pydantic's report into one line per bad key.
+
+    ``overridden``: dotted key -> where its value came from (``--override``), named in the message.
+    """
+    return _validated(Params, raw, f"{source}: invalid params", overridden)
 
 
-def _validated(schema: type[_Section], raw: Mapping[str, Any], what: str) -> Any:
+def _validated(
+    schema: type[_Section], raw: Mapping[str, Any], what: str, overridden: Mapping[str, str] | None = None
+) -> Any:
     """``schema`` of ``raw``, turning pydantic's report into one line per bad key after ``what``."""
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        problems = "; ".join(_describe(error, overridden or {}) for error in exc.errors())
         raise ParamsError(f"{what}: {problems}") from None
 
 
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(raw: dict[str, Any], key: str, value: Any, source: str | None = None) -> None:
     """Set ``raw["a"]["b"] = value`` for ``key == "a.b"``; unknown keys are an error."""
     *parents, leaf = key.split(".")
     node: Any = raw
     known = _known_keys()
     if key not in known:
-        raise _unknown_param(key, known)
+        raise _unknown_param(key, known, source)
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = parse_value(key, value) if isinstance(value, str) else value
@@ -310,8 +321,19 @@ def leaf_values(raw: Mapping[str, Any], source: str = "params") -> dict[str, Any
 
 
 def _unknown_param(key: str, known: set[str], source: str | None = None) -> ParamsError:
+    """One line: the key, and the known keys closest to it (never the whole list)."""
     where = f"{source}: " if source else ""
-    return ParamsError(f"{where}unknown param {key!r}; known params: {', '.join(sorted(known))}")
+    close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    hint = (
+        f"did you mean {' or '.join(map(repr, close))}?"
+        if close
+        else "known sections: " + ", ".join(sorted(k for k in known if "." not in k))
+        if section not in known
+        else f"known keys of {section}: "
+        + ", ".join(sorted(k for k in known if k.rsplit(".", 1)[0] == section))
+    )
+    return ParamsError(f"{where}unknown param {key!r}; {hint}")
 
 
 def _known_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
@@ -325,8 +347,10 @@ def _known_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
     return keys
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], overridden: Mapping[str, str]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "<top level>"
+    if key in overridden:
+        key = f"{key} (set by {overridden[key]})"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":

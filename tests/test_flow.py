@@ -1,8 +1,8 @@
 """The Prefect flow, run in-process against a throw-away Prefect API (``prefect_test_harness``).
 
 The integration tests run the real flow (real DVC stages) on a tiny synthetic project and read task
-states, logs and artifacts back from the Prefect API: in the checkout, against concurrent ``dvc
-repro`` runs, and in isolated workspaces recorded as DVC experiments.
+states, logs and artifacts back from the Prefect API: beside concurrent ``dvc
+repro`` runs in the checkout, in workspaces of their own recorded as DVC experiments.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from conftest import (
     dvc,
     experiments,
     ran_stages,
+    run,
     set_params,
     snapshot,
     stage_outputs,
@@ -48,7 +49,7 @@ from flows.cli import overrides_from
 from flows.params_update import key_value, write_params
 from flows.pipeline_flow import METRICS_ARTIFACT, PER_CLASS_ARTIFACT, PLOTS_ARTIFACT, fashion_pipeline
 from flows.stage import pipeline_stages
-from flows.workspace import RUNS_DIR, locked
+from flows.workspace import RUNS_DIR, WorkspaceError, apply_experiment, checkout_state
 from pipeline.dataset import CLASS_NAMES
 from pipeline.params import ParamsError, read_raw_params
 from pipeline.paths import Paths
@@ -112,14 +113,6 @@ def start_long_run(project: Path, env: dict[str, str], **popen: object) -> subpr
     )
 
 
-def locked_paths(project: Path, mode: str) -> list[str]:
-    """The paths DVC's rwlock holds for ``mode`` (``read`` or ``write``) right now."""
-    try:
-        return list(json.loads((project / ".dvc/tmp/rwlock").read_text()).get(mode, {}))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
-
-
 def wait_until(condition, what: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -130,25 +123,21 @@ def wait_until(condition, what: str, process: subprocess.Popen | None = None) ->
         time.sleep(0.05)
 
 
-def training(project: Path) -> bool:
-    """Whether a train stage is running in ``project`` (DVC's rwlock holds its model for writing)."""
-    return any(path.endswith("best-model.h5") for path in locked_paths(project, "write"))
-
-
 def stage_processes(project: Path) -> list[psutil.Process]:
-    """Stage commands DVC runs for ``project``, from any process."""
+    """Stage commands DVC runs for ``project`` or any of its workspaces, from any process."""
     found = []
     for process in psutil.process_iter():
         try:
-            if process.environ().get(DVC_ROOT) == str(project):
-                found.append(process)
+            root = process.environ().get(DVC_ROOT)
         except psutil.Error:
             continue
+        if root and Path(root).is_relative_to(project):
+            found.append(process)
     return found
 
 
 def stage_running(project: Path, stage: str) -> bool:
-    """Whether ``python -m pipeline <stage>`` runs for ``project``."""
+    """Whether ``python -m pipeline <stage>`` runs for ``project`` or one of its workspaces."""
     for process in stage_processes(project):
         try:
             if process.cmdline()[-1:] == [stage]:
@@ -167,19 +156,34 @@ def locked_epochs(project: Path) -> int:
     return lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"]
 
 
-# -- in the checkout ---------------------------------------------------------------------------------
+def workspaces(project: Path) -> list[Path]:
+    return sorted((project / RUNS_DIR).iterdir()) if (project / RUNS_DIR).exists() else []
+
+
+def git_status(project: Path) -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
+
+
+# -- a run: a workspace of its own, recorded as an experiment -------------------------------------------
 
 
 @pytest.mark.integration
-def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path, prefect_api: str) -> None:
-    first = run_flow(project)
+def test_a_run_builds_what_dvc_repro_builds_applies_it_then_skips_every_stage(
+    project: Path, prefect_api: str
+) -> None:
+    before = snapshot(project)
+    first = run_flow(project, apply=True)
     assert first.is_completed(), first.message
     result = first.result()
     assert result["stages"] == dict.fromkeys(STAGES, "ran")
     assert task_states(first) == dict.fromkeys(STAGES, "Completed")
+    assert workspaces(project) == []  # the workspace is gone
+    # --apply brought the experiment into the checkout: dvc sees it up to date, reproduces nothing.
+    assert snapshot(project) != before
     for output in stage_outputs(project):
         assert output.is_file(), output
-    # Same cache of truth: dvc sees an up-to-date workspace and reproduces nothing.
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
     assert ran_stages(dvc("repro", cwd=project).stdout) == set()
     logs = log_messages(first)
@@ -190,11 +194,13 @@ def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path,
     noises = ("git add", "autostage", "Running stage", "Updating lock file", "absl", "oneDNN", "compiled")
     for noise in noises:
         assert noise not in logs, noise
+    assert "\x1b[" not in logs  # no terminal escapes
     assert result["experiment"] in experiments(project)
     metrics = json.loads(Paths(project).metrics_json.read_text())
     table = artifact(first, METRICS_ARTIFACT)
+    commit = result["commit"][:7]
+    assert f"| Metric | Commit {commit} | This run | Change |" in table
     assert f"| test.accuracy | — | {metrics['test']['accuracy']:.4f} | — |" in table
-    assert f"| val.loss | — | {metrics['val']['loss']:.4f} | — |" in table
     assert f"dvc exp apply {result['experiment']}" in table
     per_class = json.loads(artifact(first, PER_CLASS_ARTIFACT))
     assert [row["class"] for row in per_class] == list(CLASS_NAMES)  # label order, as the figures
@@ -203,203 +209,131 @@ def test_flow_builds_what_dvc_repro_builds_then_skips_every_stage(project: Path,
     plots = artifact(first, PLOTS_ARTIFACT)
     for png in Paths(project).figures().values():  # drawn in the UI, not file:// links
         assert reports.png_data_url(png) in plots
-    assert "python -m pipeline plots show" in plots
+    assert f"python -m pipeline plots diff HEAD {result['experiment']}" in plots
     progress = artifact_record(first, "fashion-train-progress")  # live while train ran; now at its end
     assert progress.type == "progress" and progress.data == 100.0
     assert progress.description.startswith("train: epoch 3 of 3, val_accuracy ")
 
-    lock = (project / "dvc.lock").read_bytes()
+    # Committed, as the log says, the next run starts from it and finds everything done.
+    commit_all(project, "the applied run")
+    applied = snapshot(project)
     second = run_flow(project)
     assert second.is_completed(), second.message
-    assert second.result() == {"stages": dict.fromkeys(STAGES, "skipped"), "experiment": None, "commit": None}
+    assert second.result()["stages"] == dict.fromkeys(STAGES, "skipped")
+    assert second.result()["experiment"] is None
     # Skipped tasks say so in their names, which the run graph shows.
     assert task_states(second) == {f"{name} (skipped)": "Skipped" for name in STAGES}
     assert "Finished in state Skipped('skipped: its code, data and params match dvc.lock'" in log_messages(
         second
     )
-    assert (project / "dvc.lock").read_bytes() == lock
-    accuracy = metrics["test"]["accuracy"]
-    assert f"| test.accuracy | {accuracy:.4f} | {accuracy:.4f} | 0.0000 |" in artifact(
-        second, METRICS_ARTIFACT
-    )
+    assert snapshot(project) == applied
 
 
 @pytest.mark.integration
-def test_overrides_are_recorded_and_a_failing_run_puts_params_and_outputs_back(
+def test_overrides_and_uncommitted_edits_reach_the_run_and_never_the_checkout(
     project: Path, prefect_api: str
 ) -> None:
     params_file = project / "params.yaml"
     params_file.write_text("# tuned by hand\n" + params_file.read_text())
+    set_params(project, {"train.batch_size": 16})  # uncommitted, as dvc exp run --temp takes it
+    before = snapshot(project)
     state = run_flow(project, overrides={"train.epochs": 2})
     assert state.is_completed(), state.message
-    assert "# tuned by hand" in params_file.read_text()
-    assert yaml.safe_load(params_file.read_text())["train"]["epochs"] == 2
-    assert history_epochs(project) == 2
-    diff = json.loads(dvc("params", "diff", "--json", cwd=project).stdout)
-    assert diff["params.yaml"]["train.epochs"] == {"old": 3, "new": 2, "diff": -1}
-    recorded = experiments(project)
-    assert recorded[state.result()["experiment"]]["params"]["train"]["epochs"] == 2
+    assert snapshot(project) == before
+    recorded = experiments(project)[state.result()["experiment"]]
+    assert recorded["params"]["train"]["epochs"] == 2
+    assert recorded["params"]["train"]["batch_size"] == 16
+    assert "uncommitted changes" in log_messages(state)
 
-    preprocess_outputs = [
-        Paths(project).split("train"),
-        Paths(project).class_counts_csv,
-        Paths(project).samples_png,
-    ]
-    before = {path: path.read_bytes() for path in preprocess_outputs}
-    params, lock = params_file.read_bytes(), (project / "dvc.lock").read_bytes()
     failed = run_flow(project, overrides={"preprocess.test_size": 0.999})  # valid, but leaves no training set
     assert failed.is_failed()
     assert "stage 'preprocess' failed" in failed.message
     assert "the resulting train set will be empty" in failed.message
-    assert task_states(failed) == {
-        "validate": "Completed",
-        "ingest (skipped)": "Skipped",
-        "preprocess": "Failed",
-    }
-    assert {path: path.read_bytes() for path in preprocess_outputs} == before
-    assert params_file.read_bytes() == params  # the override is gone again
-    assert (project / "dvc.lock").read_bytes() == lock
-    assert experiments(project).keys() == recorded.keys()  # a failed run is not recorded
+    assert task_states(failed) == {"validate": "Completed", "ingest": "Completed", "preprocess": "Failed"}
+    assert snapshot(project) == before
+    assert len(experiments(project)) == 1  # a failed run is not recorded
+    assert workspaces(project) == []
 
 
 @pytest.mark.integration
 def test_unknown_override_fails_before_any_stage_runs(project: Path, prefect_api: str) -> None:
-    params = (project / "params.yaml").read_text()
+    before = snapshot(project)
     state = run_flow(project, overrides={"train.epochz": 3})
     assert state.is_failed()
-    assert "unknown param 'train.epochz'" in state.message
+    assert "override: unknown param 'train.epochz'; did you mean 'train.epochs'" in state.message
     assert task_states(state) == {}
-    assert (project / "params.yaml").read_text() == params
-    assert not (project / "data").exists()
-
-
-# -- one lock for every writer -------------------------------------------------------------------------
+    assert snapshot(project) == before
+    assert workspaces(project) == []
 
 
 @pytest.mark.integration
-def test_a_flow_run_started_during_dvc_repro_fails_fast_and_changes_nothing(
+def test_apply_refuses_a_checkout_that_changed_while_the_run_went(project: Path, prefect_api: str) -> None:
+    state = run_flow(project, overrides={"train.epochs": 2})
+    experiment = state.result()["experiment"]
+    started_as = checkout_state(project)
+    set_params(project, {"train.batch_size": 8})  # the user edits while the run trains
+    edited = snapshot(project)
+    with pytest.raises(WorkspaceError, match=f"changed while the run was going, so experiment {experiment}"):
+        apply_experiment(project, experiment, started_as)
+    assert snapshot(project) == edited
+    run("git", "checkout", "params.yaml", cwd=project)
+    apply_experiment(project, experiment, started_as)
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 2
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+
+
+@pytest.mark.integration
+def test_dvc_repro_in_the_checkout_and_a_flow_run_go_at_once_and_both_tell_the_truth(
     project: Path, prefect_api: str
 ) -> None:
     set_params(project, {"train.epochs": 5})
-    dvc("repro", cwd=project)
-    params = (project / "params.yaml").read_bytes()
     repro = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"],
+        [sys.executable, "-m", "dvc", "repro"],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        wait_until(lambda: training(project), "dvc repro trains", repro)
-        started = time.monotonic()
-        state = run_flow(project, overrides={"train.epochs": 2})
-        assert time.monotonic() - started < 30
-        assert repro.poll() is None, "the flow had to fail while dvc repro was still training"
+        state = run_flow(project, rev="HEAD", overrides={"train.epochs": 2})
     finally:
         output, _ = repro.communicate(timeout=WAIT_S)
     assert repro.returncode == 0, output
-    assert state.is_failed()
-    assert "is busy, so this run changed nothing" in state.message
-    assert "repro -f -s train" in state.message  # DVC names the process that holds the lock
-    assert task_states(state) == {}
-    assert (project / "params.yaml").read_bytes() == params
-    # dvc.lock tells the truth: the model on disk was trained for the epochs it records.
+    assert state.is_completed(), state.message
+    # Each recorded what it trained: the checkout 5 epochs, the experiment 2.
     assert history_epochs(project) == locked_epochs(project) == 5
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+    assert experiments(project)[state.result()["experiment"]]["params"]["train"]["epochs"] == 2
 
 
 @pytest.mark.integration
-def test_while_a_run_holds_the_project_dvc_repro_and_other_runs_fail_fast(
+def test_a_killed_run_stops_its_stage_and_the_next_run_removes_its_workspace(
     project: Path, prefect_api: str
 ) -> None:
-    before = snapshot(project)
-    with locked(project):  # what a flow run holds from start to end
-        repro = dvc("repro", cwd=project, check=False)
-    assert repro.returncode != 0
-    assert "is busy, it is being blocked by" in repro.stderr
-    assert f"(PID {os.getpid()})" in repro.stderr
-    assert snapshot(project) == before  # dvc repro changed nothing: no data, no dvc.lock
-
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from flows.workspace import locked\n"
-            "with locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)",
-            str(project),
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        state = run_flow(project, overrides={"train.epochs": 2})
-    finally:
-        holder.kill()
-        holder.wait()
-    assert state.is_failed()
-    assert "is busy, so this run changed nothing" in state.message
-    assert f"(PID {holder.pid})" in state.message
-    assert task_states(state) == {}
-    assert snapshot(project) == before
-
-
-@pytest.mark.integration
-def test_an_interrupted_override_run_puts_params_back_and_stops_its_stage(
-    project: Path, prefect_api: str
-) -> None:
-    """SIGTERM is what a Prefect worker sends a cancelled run, and what ``kill`` sends by default."""
-    dvc("repro", cwd=project)
-    before = snapshot(project)
-    run = start_long_run(project, {**os.environ, "PREFECT_API_URL": prefect_api})
-    try:
-        wait_until(lambda: training(project), "the flow trains", run)
-        assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == LONG_RUN_EPOCHS
-        run.send_signal(signal.SIGTERM)
-        output, _ = run.communicate(timeout=WAIT_S)
-    finally:
-        run.kill()
-    assert run.returncode != 0, output
-    assert snapshot(project) == before, output  # params.yaml, dvc.lock, model and reports as they were
-    assert stage_processes(project) == []
-    assert locked_paths(project, "write") == []
-
-
-@pytest.mark.integration
-def test_a_killed_run_stops_its_stage_and_the_next_run_puts_back_what_it_left(
-    project: Path, prefect_api: str
-) -> None:
-    """SIGKILL leaves no chance to clean up: the stage stops itself, the next run restores the rest."""
-    dvc("repro", cwd=project)
     before = snapshot(project)
     run = start_long_run(project, {**os.environ, "PREFECT_API_URL": prefect_api})
     try:
         wait_until(lambda: stage_running(project, "train"), "the train command runs", run)
+        (abandoned,) = [path for path in workspaces(project) if path.is_dir()]
     finally:
-        run.kill()
+        run.kill()  # SIGKILL: no chance to clean up
         run.communicate(timeout=WAIT_S)
-    # The stage lost its flow (the other end of its log connection) and stopped by itself.
+    # The stage lost the process that started it and stopped by itself.
     wait_until(lambda: stage_processes(project) == [], "the orphaned stage stops")
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == LONG_RUN_EPOCHS
-    assert not Paths(project).model.exists()  # DVC removed it before training
-
-    state = run_flow(project)
-    assert state.is_completed(), state.message
-    logs = log_messages(state)
-    assert "a run killed earlier left the checkout changed; put back: params.yaml, dvc.lock" in logs
-    assert "models/best-model.h5" in logs
-    assert state.result()["stages"] == dict.fromkeys(STAGES, "skipped")  # all as dvc.lock records
+    assert abandoned.is_dir()
     assert snapshot(project) == before
+
+    state = run_flow(project, overrides={"train.epochs": 1})
+    assert state.is_completed(), state.message
+    assert f"removed the workspace of a run that died: {abandoned}" in log_messages(state)
+    assert workspaces(project) == []
 
 
 @pytest.mark.integration
 def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(project: Path) -> None:
     """Without PREFECT_API_URL the command starts a temporary server; neither Ctrl-C (SIGINT to the
     terminal's process group) nor SIGKILL leaves it running."""
-    dvc("repro", cwd=project)
-    params = (project / "params.yaml").read_bytes()
+    before = snapshot(project)
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
 
     def start() -> subprocess.Popen:
@@ -419,7 +353,8 @@ def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(
     assert run.returncode != 0
     assert time.monotonic() - started < 30, output  # not minutes of retries against a dead server
     assert "stage 'train' failed" in output  # interrupted (exit 130, or killed by SIGINT while starting)
-    assert (project / "params.yaml").read_bytes() == params
+    assert snapshot(project) == before
+    assert workspaces(project) == []
     wait_until(lambda: not temporary_servers(), "the temporary server stops")
 
     run = start()
@@ -442,60 +377,20 @@ def temporary_servers() -> list[psutil.Process]:
     return found
 
 
-# -- isolated runs ------------------------------------------------------------------------------------
-
-
 @pytest.mark.integration
-def test_an_isolated_run_leaves_the_checkout_untouched_and_is_an_experiment_to_apply(
-    project: Path, prefect_api: str
-) -> None:
-    dvc("repro", cwd=project)
-    commit_all(project, "a run of the pipeline")
-    before = snapshot(project)
-
-    state = run_flow(project, isolated=True, overrides={"train.epochs": 2})
-    assert state.is_completed(), state.message
-    result = state.result()
-    # The commit's data and split come from the shared cache; only what the override touches runs.
-    assert result["stages"] == {
-        "validate": "ran",  # the params changed
-        "ingest": "skipped",
-        "preprocess": "skipped",
-        "train": "ran",
-        "evaluate": "ran",
-    }
-    assert snapshot(project) == before
-    assert run_git_status(project) == ""
-    assert list((project / RUNS_DIR).iterdir()) == []  # the workspace is gone
-
-    experiment = experiments(project)[result["experiment"]]
-    assert experiment["params"]["train"]["epochs"] == 2
-    dvc("exp", "apply", result["experiment"], cwd=project)
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 2
-    assert json.loads(Paths(project).metrics_json.read_text()) == experiment["metrics"]
-    assert history_epochs(project) == locked_epochs(project) == 2
-    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}  # model and data came too
-    plots = artifact(state, PLOTS_ARTIFACT)
-    assert f"python -m pipeline plots diff HEAD {result['experiment']}" in plots
-    assert plots.count("](data:image/png;base64,") == len(Paths(project).figures())  # drawn, not linked
-
-
-@pytest.mark.integration
-def test_a_failed_isolated_run_removes_its_workspace_unless_asked_to_keep_it(
-    project: Path, prefect_api: str
-) -> None:
+def test_a_failed_run_removes_its_workspace_unless_asked_to_keep_it(project: Path, prefect_api: str) -> None:
     dvc("repro", cwd=project)
     commit_all(project, "a run of the pipeline")
     before = snapshot(project)
     failing = {"preprocess.test_size": 0.999}  # valid, but leaves no training set
 
-    state = run_flow(project, isolated=True, overrides=failing)
+    state = run_flow(project, overrides=failing)
     assert state.is_failed() and "stage 'preprocess' failed" in state.message
-    assert list((project / RUNS_DIR).iterdir()) == []
+    assert workspaces(project) == []
 
-    state = run_flow(project, isolated=True, overrides=failing, keep_workspace=True)
+    state = run_flow(project, overrides=failing, keep_workspace=True)
     assert state.is_failed()
-    (kept,) = (project / RUNS_DIR).iterdir()
+    (kept,) = workspaces(project)
     assert f"its workspace is kept for debugging: {kept}" in log_messages(state)
     assert yaml.safe_load((kept / "params.yaml").read_text())["preprocess"]["test_size"] == 0.999
     # The data was linked from the project's cache (a second name of the cached file), not copied.
@@ -505,20 +400,40 @@ def test_a_failed_isolated_run_removes_its_workspace_unless_asked_to_keep_it(
     assert experiments(project) == {}
 
 
-def run_git_status(project: Path) -> str:
-    return subprocess.run(
-        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
-    ).stdout
-
-
 @pytest.mark.integration
-def test_an_isolated_run_of_an_unknown_revision_fails_before_any_work(
-    project: Path, prefect_api: str
-) -> None:
-    state = run_flow(project, isolated=True, rev="no-such-branch")
+def test_a_run_of_an_unknown_revision_fails_before_any_work(project: Path, prefect_api: str) -> None:
+    state = run_flow(project, rev="no-such-branch")
     assert state.is_failed()
     assert "'no-such-branch' is not a commit" in state.message
-    assert not (project / RUNS_DIR).exists()
+    assert workspaces(project) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--override", "train.epoch=3"],
+            "--override: unknown param 'train.epoch'; did you mean 'train.epochs'",
+        ),
+        (["--override", "train.epochs=0"], "train.epochs (set by --override): Input should be greater than"),
+    ],
+)
+def test_a_bad_override_is_one_line_and_exit_2_before_any_server_starts(
+    project: Path, arguments: list[str], message: str
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "flows", "run", *arguments],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "temporary Prefect server" not in result.stderr
+    assert time.monotonic() - started < 10
 
 
 # -- the flow's helpers -------------------------------------------------------------------------------
@@ -542,8 +457,8 @@ def test_stage_order_comes_from_dvc_yaml(project: Path) -> None:
 def test_metrics_table_shows_previous_current_and_change() -> None:
     previous = {"val": {"accuracy": 0.8, "loss": 0.5}, "test": {"accuracy": 0.75, "loss": 0.6}}
     current = {"val": {"accuracy": 0.85, "loss": 0.45}, "test": {"accuracy": 0.7, "loss": 0.65}}
-    table = reports.metrics_markdown(current, previous)
-    assert "| Metric | Previous run | This run | Change |" in table
+    table = reports.metrics_markdown(current, previous, start_name="Commit abc1234")
+    assert "| Metric | Commit abc1234 | This run | Change |" in table
     assert "| val.accuracy | 0.8000 | 0.8500 | +0.0500 |" in table
     assert "| test.accuracy | 0.7500 | 0.7000 | -0.0500 |" in table
     assert "| test.loss | — | 0.6500 | — |" in reports.metrics_markdown(current, None)
