@@ -253,7 +253,7 @@ def _check_out_outputs(root: Path, log: Logger) -> None:
 
 
 def _missing_outputs(repo: Repo) -> list[str]:
-    return [out.def_path for out in repo.index.outs if out.use_cache and out.hash_info and not out.exists]
+    return sorted(out.def_path for out in repo.index.outs if out.use_cache and out.hash_info and not out.exists)
 
 
 def record_experiment(root: Path, message: str) -> str:

@@ -33,6 +33,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # Prefect reads its settings when first imported: the tests' own home, and no network.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fashion-prefect-home-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Workspaces and the DVC cache of runs without a project on this machine (flows.workspace.machine_home).
+os.environ["FASHION_PIPELINE_HOME"] = tempfile.mkdtemp(prefix="fashion-pipeline-home-")
 for _name, _value in {
     "GIT_AUTHOR_NAME": "tests",
     "GIT_AUTHOR_EMAIL": "tests@example.invalid",

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import run, snapshot, stop_process_group
+from conftest import commit_all, run, snapshot, stop_process_group
 from flows.workspace import RUNS_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
@@ -133,14 +133,31 @@ def wait_for_final_state(server: PrefectServer, flow_run_id: str, worker: subpro
     pytest.fail(f"flow run not finished after {RUN_TIMEOUT_S} s\n{server.log_tail('worker')}")
 
 
-def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
+def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker(
     project: Path, prefect_server: PrefectServer
 ) -> None:
+    origin = project.parent / "origin.git"
+    run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=project.parent)
+    run("git", "remote", "add", "origin", str(origin), cwd=project)
+    run(
+        sys.executable,
+        "-m",
+        "dvc",
+        "remote",
+        "add",
+        "-d",
+        "storage",
+        str(project.parent / "dvc-remote"),
+        cwd=project,
+    )
+    commit_all(project, "a DVC remote")
+    run("git", "push", "-q", "origin", "main", cwd=project)
+
     prefect_server.prefect("work-pool", "create", POOL, "--type", "process", cwd=project)
     deployed = prefect_server.prefect("--no-prompt", "deploy", "--all", cwd=project)
     assert f"Deployment '{DEPLOYMENT}' successfully created" in deployed.stdout, deployed.stdout
     sweep = prefect_server.api("GET", f"/deployments/name/{SWEEP_DEPLOYMENT}").json()
-    assert sweep["parameters"]["rev"] == "main"
+    assert sweep["parameters"]["rev"] == "main" and sweep["parameters"]["source"] == str(origin)
     assert {"grid", "workers", "dask_address"} <= set(sweep["parameters"])
 
     deployment = prefect_server.api("GET", f"/deployments/name/{DEPLOYMENT}").json()
@@ -148,22 +165,29 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
     assert deployment["work_pool_name"] == POOL
     assert deployment["global_concurrency_limit"]["limit"] == 1
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-    # Isolated runs of the branch checked out at deploy time.
-    assert deployment["parameters"] == {"isolated": True, "rev": "main", "overrides": {}, "project_dir": "."}
+    # Runs of the branch's latest commit, from git: nothing of the deploying checkout is needed.
+    assert deployment["parameters"] == {
+        "source": str(origin),
+        "rev": "main",
+        "overrides": {},
+        "push": True,
+        "project_dir": None,
+    }
+    assert deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]["repository"] == str(origin)
 
     before = snapshot(project)
-    worker = prefect_server.start("worker", "worker", "start", "--pool", POOL, cwd=project.parent)
+    elsewhere = project.parent / "worker"
+    elsewhere.mkdir()
+    worker = prefect_server.start("worker", "worker", "start", "--pool", POOL, cwd=elsewhere)
     try:
         # Two runs at once: the deployment's concurrency limit makes the second wait for the first.
-        plain = trigger(prefect_server, project.parent)
-        override = trigger(
-            prefect_server, project.parent, DEPLOYMENT, "--param", 'overrides={"train.epochs": 1}'
-        )
+        plain = trigger(prefect_server, elsewhere)
+        override = trigger(prefect_server, elsewhere, DEPLOYMENT, "--param", 'overrides={"train.epochs": 1}')
         runs = {run_id: wait_for_final_state(prefect_server, run_id, worker) for run_id in (plain, override)}
         # The sweep deployment: two trials on a local Dask cluster of two worker processes.
         sweep_run = trigger(
             prefect_server,
-            project.parent,
+            elsewhere,
             SWEEP_DEPLOYMENT,
             "--param",
             'grid=["train.epochs=1,2"]',
@@ -181,23 +205,23 @@ def test_deployment_from_prefect_yaml_runs_isolated_on_a_process_worker(
     first, second = sorted(runs.values(), key=lambda flow_run: flow_run["start_time"])
     assert datetime.fromisoformat(first["end_time"]) <= datetime.fromisoformat(second["start_time"])
     assert task_state_names(prefect_server, first["id"]) == ["Completed"] * 5
-    # The second run's split comes from DVC's run cache, shared with the first run's workspace.
+    # The second run's split comes from DVC's run cache: the worker's cache, shared by its runs.
     assert "Cached" in task_state_names(prefect_server, second["id"])
+    assert swept["state"]["type"] == "COMPLETED", (
+        f"{swept['state']}\n{prefect_server.log_tail('worker', 120)}"
+    )
 
-    # The deployment's checkout is as it was: every run happened in a workspace of its own ...
+    # The checkout is as it was; the runs came back through the remotes, as DVC experiments.
     assert snapshot(project) == before
-    assert run("git", "status", "--porcelain", cwd=project).stdout == ""
-    assert list((project / RUNS_DIR).iterdir()) == []
-    # ... and came back as a DVC experiment, the override included.
-    recorded = json.loads(run(sys.executable, "-m", "dvc", "exp", "show", "--json", cwd=project).stdout)
+    assert not (project / RUNS_DIR).exists()
+    dvc_exp = [sys.executable, "-m", "dvc", "exp"]
+    run(*dvc_exp, "pull", "--all-commits", "origin", cwd=project)
+    recorded = json.loads(run(*dvc_exp, "show", "--json", cwd=project).stdout)
     epochs = sorted(
         revision["data"]["params"]["params.yaml"]["data"]["train"]["epochs"]
         for row in recorded
         for experiment in row.get("experiments") or []
         for revision in experiment["revs"]
-    )
-    assert swept["state"]["type"] == "COMPLETED", (
-        f"{swept['state']}\n{prefect_server.log_tail('worker', 120)}"
     )
     assert epochs == [1, 1, 2, 3]  # the two runs, then the sweep's two trials
     metrics = prefect_server.api(

@@ -8,14 +8,18 @@ experiment.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from test_flow import STAGES, log_messages
 
-from conftest import commit_all, dvc, ran_stages, run, stage_outputs
+from conftest import commit_all, dvc, experiments, ran_stages, run, stage_outputs
 from flows.pipeline_flow import fashion_pipeline
 
 pytestmark = pytest.mark.integration
@@ -23,54 +27,86 @@ pytestmark = pytest.mark.integration
 BUCKET = "fashion-pipeline"
 
 
+class S3Server:
+    """moto's S3 API on a fixed free port of 127.0.0.1, with an empty bucket; stopped and started again
+    at will (its storage starts empty each time)."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.server: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=BUCKET)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
 @pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An S3 API on a free port of 127.0.0.1 with an empty bucket; credentials in the environment."""
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """An S3 API with an empty bucket; credentials in the environment."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = S3Server()
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
     try:
-        yield endpoint
+        yield server
     finally:
         server.stop()
 
 
-def add_remote(project: Path, kind: str, request: pytest.FixtureRequest) -> None:
+def add_remote(
+    project: Path, kind: str, request: pytest.FixtureRequest | None, endpoint: str | None = None
+) -> None:
     """``dvc remote add -d storage ...`` as the README shows, committed with the project."""
     if kind == "local":
         dvc("remote", "add", "-d", "storage", str(project.parent / "dvc-remote"), cwd=project)
     else:
-        endpoint = request.getfixturevalue("s3_endpoint")
+        endpoint = endpoint or request.getfixturevalue("s3_server").endpoint
         dvc("remote", "add", "-d", "storage", f"s3://{BUCKET}/store", cwd=project)
         dvc("remote", "modify", "storage", "endpointurl", endpoint, cwd=project)
 
 
-@pytest.mark.parametrize(("kind", "isolated"), [("local", False), ("s3", True)])
-def test_a_run_pushes_its_results_and_a_fresh_clone_pulls_them(
-    project: Path, prefect_api: str, request: pytest.FixtureRequest, kind: str, isolated: bool
-) -> None:
+def with_origin(project: Path) -> Path:
     origin = project.parent / "origin.git"
     run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=project.parent)
     run("git", "remote", "add", "origin", str(origin), cwd=project)
+    return origin
+
+
+def pushed_experiments(origin: Path) -> list[str]:
+    refs = run("git", "ls-remote", str(origin), "refs/exps/*", cwd=origin).stdout
+    return [line.rsplit("/", 1)[1] for line in refs.splitlines()]
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_run_pushes_only_when_asked_and_a_fresh_clone_pulls_what_it_pushed(
+    project: Path, prefect_api: str, request: pytest.FixtureRequest, kind: str
+) -> None:
+    origin = with_origin(project)
     add_remote(project, kind, request)
     commit_all(project, "a DVC remote")
 
-    state = fashion_pipeline(project_dir=str(project), isolated=isolated, return_state=True)
+    quiet = fashion_pipeline(project_dir=str(project), overrides={"train.epochs": 1}, return_state=True)
+    assert quiet.is_completed(), quiet.message
+    assert pushed_experiments(origin) == []  # as dvc exp run: nothing leaves without --push
+
+    state = fashion_pipeline(project_dir=str(project), push=True, return_state=True)
     assert state.is_completed(), state.message
     experiment = state.result()["experiment"]
-    pushed = run("git", "ls-remote", str(origin), "refs/exps/*", cwd=project).stdout
-    assert pushed.rstrip().endswith(f"/{experiment}"), pushed  # dvc exp push reached the git remote
-
-    if isolated:  # the run happened elsewhere: bring its result into the checkout, as a user would
-        dvc("exp", "apply", experiment, cwd=project)
+    assert pushed_experiments(origin) == [experiment]
+    dvc("exp", "apply", experiment, cwd=project)
     commit_all(project, "the run's dvc.lock and reports")
     run("git", "push", "-q", "origin", "main", cwd=project)
 
@@ -82,6 +118,63 @@ def test_a_run_pushes_its_results_and_a_fresh_clone_pulls_them(
     repro = dvc("repro", cwd=clone)
     assert ran_stages(repro.stdout) == set(), repro.stdout
     assert json.loads(dvc("status", "--json", cwd=clone).stdout) == {}
+
+
+@pytest.mark.integration
+def test_a_fresh_clone_runs_what_its_cache_lacks_from_the_remote_and_says_so_in_one_line(
+    project: Path, prefect_api: str
+) -> None:
+    origin = with_origin(project)
+    add_remote(project, "local", None)
+    dvc("repro", cwd=project)
+    dvc("push", "--run-cache", cwd=project)
+    commit_all(project, "a run")
+    run("git", "push", "-q", "origin", "main", cwd=project)
+    clone = project.parent / "fresh-clone"
+    run("git", "clone", "-q", str(origin), str(clone), cwd=project.parent)
+
+    state = fashion_pipeline(project_dir=str(clone), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["stages"] == dict.fromkeys(STAGES, "skipped")  # all pulled, nothing retrained
+    logs = log_messages(state)
+    assert "pulled from DVC remote 'storage': data/processed, data/raw, models/best-model.h5, models/model.keras" in logs
+    assert "\x1b[" not in logs and "Is your cache up to date" not in logs
+
+    dvc("remote", "remove", "storage", cwd=clone)  # uncommitted: the next run has no remote
+    shutil.rmtree(clone / ".dvc" / "cache")
+    state = fashion_pipeline(project_dir=str(clone), return_state=True)
+    assert state.is_completed(), state.message
+    assert (
+        "not in the DVC cache (no DVC remote is set), so their stages rebuild them: "
+        "data/processed, data/raw, models/best-model.h5, models/model.keras" in log_messages(state)
+    )
+
+
+@pytest.mark.integration
+def test_a_push_that_fails_keeps_the_result_and_says_how_to_push_it_later(
+    project: Path, prefect_api: str, s3_server: ThreadedMotoServer
+) -> None:
+    origin = with_origin(project)
+    add_remote(project, "s3", None, endpoint=s3_server.endpoint)
+    commit_all(project, "an S3 remote")
+    s3_server.stop()  # the storage goes away before the run pushes
+
+    state = fashion_pipeline(project_dir=str(project), push=True, return_state=True)
+    assert state.is_failed()
+    message = " ".join(state.message.split())
+    assert "pushing the results failed: " in message and "The run is kept in " in message
+    assert "Traceback" not in message
+    kept = Path(message.split("The run is kept in ")[1].split(" as experiment")[0])
+    experiment = message.split(" as experiment ")[1].split(";")[0]
+    assert (kept / "dvc.lock").is_file()
+    assert experiment in experiments(project)  # recorded in the project even so
+    assert pushed_experiments(origin) == []
+
+    s3_server.start()  # the storage is back: the commands of the message finish the job
+    commands = message.split("push it once the remote is reachable: ")[1]
+    result = subprocess.run(commands, shell=True, capture_output=True, text=True, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert pushed_experiments(origin) == [experiment]
 
 
 @pytest.mark.integration
@@ -108,7 +201,7 @@ def test_an_experiment_push_that_dulwich_fails_to_close_is_tried_again(
         return real_push(self, *args, **kwargs)
 
     monkeypatch.setattr(Experiments, "push", flaky_push)
-    workspace.push_results(project, experiment, [str(target)], logging.getLogger("test"))
+    workspace.push_results(project, experiment, str(target), logging.getLogger("test"))
     assert len(calls) == 2
     refs = run("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=target).stdout
     assert refs.strip().endswith(f"/{experiment}")
