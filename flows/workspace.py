@@ -253,7 +253,8 @@ def _check_out_outputs(root: Path, log: Logger) -> None:
 
 
 def _missing_outputs(repo: Repo) -> list[str]:
-    return sorted(out.def_path for out in repo.index.outs if out.use_cache and out.hash_info and not out.exists)
+    outs = repo.index.outs
+    return sorted(out.def_path for out in outs if out.use_cache and out.hash_info and not out.exists)
 
 
 def record_experiment(root: Path, message: str) -> str:
