@@ -24,6 +24,7 @@ Decisions:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,6 +137,10 @@ def requested_params(text: str, overrides: dict[str, Any] | None, rev: str | Non
     return requested
 
 
+class RunStopped(RuntimeError):
+    """The run was told to stop (its sweep is gone): nothing more runs, nothing is recorded."""
+
+
 class Reproduced(NamedTuple):
     outcomes: dict[str, str]  # stage -> ran, skipped or cached
     experiment: str | None  # the DVC experiment that records the run, if anything changed
@@ -149,11 +154,13 @@ def reproduce_in(
     stages: Sequence[str] | None = None,
     record: Literal["if changed", "always", "never"] = "if changed",
     label: str = "",
+    stop: threading.Event | None = None,
 ) -> Reproduced:
     """Write ``requested`` into ``root``'s params, run ``stages`` (default: all) as tasks, and record
     the result as a DVC experiment (by default, if anything changed).
 
     ``label``: put before each task's name (``trial 2``), so the tasks of several runs tell apart.
+    ``stop``: once set, no further stage starts and nothing is recorded (:class:`RunStopped`).
     """
     logger = get_run_logger()
     changed = params_update.write_params(root / DEFAULT_PARAMS_PATH, requested)
@@ -161,9 +168,13 @@ def reproduce_in(
         logger.info("params.yaml: new values for %s", ", ".join(changed))
     outcomes, seconds = {}, {}
     for name in stage.pipeline_stages(root) if stages is None else stages:
+        if stop is not None and stop.is_set():
+            raise RunStopped(f"stopped before stage {name!r}")
         started = time.monotonic()
         outcomes[name] = run_stage(root, name, label)
         seconds[name] = time.monotonic() - started
+    if stop is not None and stop.is_set():
+        raise RunStopped("stopped after the last stage")
     experiment = None
     anything_changed = bool(changed) or set(outcomes.values()) != {stage.SKIPPED}
     if record == "always" or (record == "if changed" and anything_changed):

@@ -108,6 +108,9 @@ def check_workers(dask_address: str, api_url: str, project: Path | None) -> int:
                 str(project) if project else None,
                 on_error="return",
             )
+            names = {
+                address: info.get("name") for address, info in client.scheduler_info()["workers"].items()
+            }
     except OSError as exc:
         raise SweepError(f"no Dask scheduler answers at {dask_address}: {exc}") from None
     finally:
@@ -115,7 +118,8 @@ def check_workers(dask_address: str, api_url: str, project: Path | None) -> int:
     if not found:
         raise SweepError(f"the Dask cluster at {dask_address} has no workers")
     problems = [
-        f"worker {worker} {'; '.join(result) if isinstance(result, list) else f'fails the check: {result!r}'}"
+        f"worker {names.get(worker) or worker} ({worker}) "
+        + ("; ".join(result) if isinstance(result, list) else f"fails the check: {result!r}")
         for worker, result in sorted(found.items())
         if not isinstance(result, list) or result
     ]
@@ -177,7 +181,7 @@ def run_trial(
         try:
             params = made.root / DEFAULT_PARAMS_PATH
             requested = parse_raw_params(params.read_text(), str(params), overrides)
-            result = reproduce_in(made.root, requested, record="always", label=label)  # every trial is one
+            result = reproduce_in(made.root, requested, record="always", label=label, stop=stopped)
         except Exception:
             if stopped.is_set():
                 return Cancelled(message=f"{label} stopped with its sweep; nothing recorded")
@@ -205,26 +209,31 @@ def _watched(root: Path, sweep_runs: list[UUID]) -> Iterator[threading.Event]:
     longer wanted (the sweep's process died and its Dask client with it)."""
     stopped, done = threading.Event(), threading.Event()
     dask_task = _current_dask_task()
+    log = get_run_logger()
 
-    def sweep_gone() -> bool:
+    def sweep_gone() -> str | None:
         if dask_task is not None:
             worker, key = dask_task
             held = worker.state.tasks.get(key)
             if held is None or held.state in {"cancelled", "released", "forgotten"}:
-                return True
-        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
-            for run_id in sweep_runs:
-                state = client.read_flow_run(run_id).state
-                if state is not None and (state.is_final() or state.is_cancelling()):
-                    return True
-        return False
+                return f"its Dask task is {held.state if held else 'forgotten'}"
+        try:
+            with get_client(sync_client=True) as client:
+                for run_id in sweep_runs:
+                    state = client.read_flow_run(run_id).state
+                    if state is not None and (state.is_final() or state.is_cancelling()):
+                        return f"the sweep's flow run is {state.name}"
+        except Exception as exc:  # noqa: BLE001  (the API is away for a moment: ask again later)
+            log.debug("sweep state not read: %s", exc)
+        return None
 
     def watch() -> None:
         while not done.wait(WATCH_INTERVAL_S):
-            if sweep_gone():
+            if not stopped.is_set() and (why := sweep_gone()):
+                log.warning("stopping: %s", why)
                 stopped.set()
+            if stopped.is_set():  # until the trial ends: a stage may be starting as the last one stops
                 stage.stop_stage_processes(lambda running_in: running_in == root)
-                return
 
     watcher = threading.Thread(target=watch, name="sweep-watch", daemon=True)
     watcher.start()

@@ -1,0 +1,293 @@
+"""Sweeps on Dask workers that do not share this machine's files, as on a real cluster.
+
+Each worker is a process in a mount namespace of its own (``unshare --mount``) with tmpfs over this
+checkout and the test's project, a clean environment (``env -i``) and a HOME of its own without a git
+identity, and the project installed non-editable into a folder of its own. The git source is served
+by ``git daemon`` on 127.0.0.1 and the DVC remote is moto's S3 on 127.0.0.1: the only ways in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, commit_all, dvc, experiments, run, stop_process_group
+from test_remote import BUCKET, S3Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.server]
+
+START_TIMEOUT_S = 120
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, what: str, timeout: float = START_TIMEOUT_S, processes: list | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for process in processes or []:
+            if process.poll() is not None:
+                pytest.fail(f"{process.args} exited {process.returncode} before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.2)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Cluster:
+    """A Dask scheduler here, and workers "on other machines"."""
+
+    scheduler: str
+    hidden: list[Path]
+    env: dict[str, str]
+    root: Path
+    processes: list[subprocess.Popen]
+
+    def add_worker(self, name: str, *, installed: bool = True) -> Path:
+        """A worker in a mount namespace of its own; its HOME. ``installed``: with the project installed
+        non-editable (else only this machine's editable install, which points into a hidden checkout)."""
+        home = self.root / name / "home"
+        home.mkdir(parents=True)
+        env = {**self.env, "HOME": str(home), "PREFECT_HOME": str(home / ".prefect")}
+        if installed:
+            env["PYTHONPATH"] = str(self.root / "site")
+        mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(path))}" for path in self.hidden)
+        command = [sys.executable, "-m", "distributed.cli.dask_worker", self.scheduler, "--nthreads", "1"]
+        command += ["--name", name, "--no-dashboard"]
+        assignments = " ".join(shlex.quote(f"{key}={value}") for key, value in env.items())
+        script = f"{mounts} && cd {shlex.quote(str(home))} && exec env -i {assignments} {shlex.join(command)}"
+        log = (self.root / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        wait_for(
+            lambda: "Registered to:" in (self.root / f"{name}.log").read_text(),
+            f"{name} joins",
+            processes=[process],
+        )
+        return home
+
+
+def unshare_works() -> bool:
+    return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def remote(
+    tmp_path: Path, project: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, str, Cluster]]:
+    """The project with a git ``origin`` served by git daemon and an S3 DVC remote holding its data;
+    the git URL; a Dask cluster to add workers to."""
+    if not unshare_works():
+        pytest.skip("the kernel refuses unshare --mount here: no worker can hide this machine's files")
+    processes: list[subprocess.Popen] = []
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    s3 = S3Server()
+    s3.start()
+    try:
+        served = tmp_path / "served"
+        served.mkdir()
+        origin = served / "origin.git"
+        run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=served)
+        git_port = free_port()
+        processes.append(
+            subprocess.Popen(
+                [
+                    "git",
+                    "daemon",
+                    "--reuseaddr",
+                    f"--base-path={served}",
+                    "--export-all",
+                    "--enable=receive-pack",
+                    "--listen=127.0.0.1",
+                    f"--port={git_port}",
+                    str(served),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        wait_for(lambda: listening(git_port), "git daemon listens")
+        url = f"git://127.0.0.1:{git_port}/origin.git"
+        run("git", "remote", "add", "origin", url, cwd=project)
+        dvc("remote", "add", "-d", "storage", f"s3://{BUCKET}/store", cwd=project)
+        dvc("remote", "modify", "storage", "endpointurl", s3.endpoint, cwd=project)
+        dvc("repro", cwd=project)
+        dvc("push", "--run-cache", cwd=project)
+        commit_all(project, "a run, its data in S3")
+        run("git", "push", "-q", "origin", "main", cwd=project)
+
+        site = tmp_path / "site"  # the non-editable install every worker uses (what the Dockerfile does)
+        run(
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(REPO_ROOT),
+            cwd=tmp_path,
+        )
+        scheduler_port = free_port()
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(scheduler_port),
+                    "--no-dashboard",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        wait_for(lambda: listening(scheduler_port), "the Dask scheduler listens")
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "PREFECT_API_URL": prefect_api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DVC_NO_ANALYTICS": "1",
+            **S3_CREDENTIALS,
+        }
+        cluster = Cluster(
+            f"tcp://127.0.0.1:{scheduler_port}", [REPO_ROOT, project, served], env, tmp_path, processes
+        )
+        yield project, url, cluster
+    finally:
+        for process in reversed(processes):
+            stop_process_group(process)
+        s3.stop()
+
+
+def sweep(project: Path, url: str, cluster: Cluster, *grid: str, wait: bool = True):
+    command = [sys.executable, "-m", "flows", "sweep", "--dask-address", cluster.scheduler, "--source", url]
+    for item in grid:
+        command += ["-S", item]
+    env = {**os.environ, "PREFECT_API_URL": cluster.env["PREFECT_API_URL"]}
+    process = subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if not wait:
+        return process
+    output, _ = process.communicate(timeout=600)
+    return process.returncode, output
+
+
+def task_run_names() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {task_run.name for task_run in client.read_task_runs()}
+
+
+def remote_experiments(project: Path) -> list[str]:
+    refs = run("git", "ls-remote", "origin", "refs/exps/*", cwd=project).stdout
+    return [line.rsplit("/", 1)[1] for line in refs.splitlines()]
+
+
+def trial_workspaces(homes: list[Path]) -> list[Path]:
+    return [
+        path for home in homes for path in (home / ".cache/fashion-pipeline/runs").glob("*") if path.is_dir()
+    ]
+
+
+def test_a_sweep_on_workers_without_the_checkout_records_its_trials_in_the_project(remote) -> None:
+    project, url, cluster = remote
+    homes = [cluster.add_worker("worker-1"), cluster.add_worker("worker-2")]
+    code, output = sweep(project, url, cluster, "train.epochs=1,2")
+    assert code == 0, output
+    assert "2 Dask worker(s) at" in output
+    # One line per trial event, each labelled by its trial; no cluster chatter, no useless timeouts.
+    assert "distributed." not in output and "Timeout of" not in output
+    assert {"trial 1 train", "trial 2 train"} <= task_run_names()  # labelled in the UI by trial
+
+    recorded = experiments(project)
+    assert len(recorded) == 2 and sorted(remote_experiments(project)) == sorted(recorded)
+    assert sorted(experiment["params"]["train"]["epochs"] for experiment in recorded.values()) == [1, 2]
+    best = min(recorded, key=lambda name: -recorded[name]["metrics"]["val"]["accuracy"])
+    dvc("exp", "apply", best, cwd=project)
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+    assert trial_workspaces(homes) == []  # the workers cleaned up
+    # Each worker fetched the data once into its own cache, which the next run there reuses.
+    for home in homes:
+        assert (home / ".cache/fashion-pipeline/dvc-cache/files").is_dir()
+
+
+def test_a_worker_that_cannot_import_the_project_fails_the_sweep_in_one_line(remote) -> None:
+    project, url, cluster = remote
+    cluster.add_worker("worker-1")
+    cluster.add_worker("editable-only", installed=False)
+    started = time.monotonic()
+    code, output = sweep(project, url, cluster, "train.epochs=1,2")
+    assert code != 0
+    assert time.monotonic() - started < 120, output  # no hang
+    line = next(line for line in output.splitlines() if "no trial started" in line)
+    problems = line.split("no trial started: ")[1]
+    assert problems.startswith("worker editable-only (tcp://127.0.0.1:")
+    assert "cannot import the project (ModuleNotFoundError: No module named 'flows')" in problems
+    assert "worker-1" not in problems  # the worker that has everything is not named
+    assert remote_experiments(project) == []
+
+
+def test_a_cancelled_sweep_stops_its_remote_trials_and_pushes_nothing(remote) -> None:
+    project, url, cluster = remote
+    homes = [cluster.add_worker("worker-1"), cluster.add_worker("worker-2")]
+    process = sweep(project, url, cluster, "train.epochs=300,400", wait=False)
+    try:
+        wait_for(
+            lambda: any(
+                (path / "models").exists()
+                and (path / ".dvc/tmp/rwlock").exists()
+                and "best-model.h5" in (path / ".dvc/tmp/rwlock").read_text()
+                for path in trial_workspaces(homes)
+            ),
+            "a remote trial trains",
+            processes=[process],
+        )
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    wait_for(lambda: trial_workspaces(homes) == [], "the remote trials stop and remove their workspaces", 60)
+    time.sleep(5)
+    assert remote_experiments(project) == [], output
+    assert experiments(project) == {}
