@@ -17,10 +17,10 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from test_flow import STAGES, log_messages
 
 from conftest import commit_all, dvc, experiments, ran_stages, run, stage_outputs
 from flows.pipeline_flow import fashion_pipeline
+from test_flow import STAGES, log_messages
 
 pytestmark = pytest.mark.integration
 
