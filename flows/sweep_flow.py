@@ -274,7 +274,7 @@ def run_trials(
         futures.append(run_shared_stages.submit(source, commit, changes, swept, share_with, prefix))
         start_lock = futures[0].result()
         futures += [
-            run_trial.submit(
+            run_trial.with_options(task_run_name=f"trial {number}").submit(
                 number,
                 overrides,
                 source,

@@ -9,6 +9,7 @@ by ``git daemon`` on 127.0.0.1 and the DVC remote is moto's S3 on 127.0.0.1: the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
@@ -20,9 +21,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import REPO_ROOT, commit_all, dvc, experiments, run, stop_process_group
+from flows.workspace import remove_abandoned
 from test_remote import BUCKET, S3Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
@@ -291,3 +294,45 @@ def test_a_cancelled_sweep_stops_its_remote_trials_and_pushes_nothing(remote) ->
     time.sleep(5)
     assert remote_experiments(project) == [], output
     assert experiments(project) == {}
+
+
+def test_a_worker_killed_mid_trial_is_replaced_and_the_sweep_completes(remote) -> None:
+    project, url, cluster = remote
+    homes = [cluster.add_worker("worker-1"), cluster.add_worker("worker-2")]
+    process = sweep(project, url, cluster, "train.epochs=150,151", wait=False)
+    try:
+        wait_for(
+            lambda: training_stage(homes[0]) is not None, "a trial trains on worker-1", processes=[process]
+        )
+        victim = dask_worker_of(training_stage(homes[0]))
+        abandoned = trial_workspaces([homes[0]])
+        victim.kill()  # SIGKILL: the worker process dies mid-trial; its nanny starts another
+        output, _ = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    recorded = experiments(project)
+    assert sorted(experiment["params"]["train"]["epochs"] for experiment in recorded.values()) == [150, 151]
+    # The dead attempt's claim died with it: the next run on that worker removes its workspace.
+    remove_abandoned(homes[0] / ".cache/fashion-pipeline/runs", logging.getLogger("test"))
+    assert not any(path.exists() for path in abandoned)
+
+
+def training_stage(home: Path):
+    """The train command running in a workspace under ``home``, if any."""
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            root = process.environ().get("DVC_ROOT", "")
+        except psutil.Error:
+            continue
+        if root.startswith(str(home)) and process.info["cmdline"][-1:] == ["train"]:
+            return process
+    return None
+
+
+def dask_worker_of(stage: psutil.Process) -> psutil.Process:
+    """The Dask worker process that runs ``stage`` (the nanny's child, above DVC's shell)."""
+    for ancestor in stage.parents():
+        if "multiprocessing" in " ".join(ancestor.cmdline()) or "spawn_main" in " ".join(ancestor.cmdline()):
+            return ancestor
+    raise AssertionError(f"no Dask worker above {stage.cmdline()}")

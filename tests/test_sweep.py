@@ -1,4 +1,4 @@
-"""Sweeps: a grid of params as trials in workspaces of their own, on a real local Dask cluster, recorded as DVC experiments."""
+"""Sweeps: a grid of params as trials in workspaces, on a local Dask cluster, recorded as DVC experiments."""
 
 from __future__ import annotations
 
