@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -133,6 +134,58 @@ def stop_process_group(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def start_elsewhere(
+    command: list[str], *, hidden: list[Path], env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen:
+    """``command`` as on another machine: a mount namespace of its own with tmpfs over ``hidden``
+    (this checkout, the test's project), nothing of this environment but ``env``; output in ``log``."""
+    mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(path))}" for path in hidden)
+    assignments = " ".join(shlex.quote(f"{key}={value}") for key, value in env.items())
+    script = f"{mounts} && cd {shlex.quote(str(cwd))} && exec env -i {assignments} {shlex.join(command)}"
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def unshare_works() -> bool:
+    return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+
+
+def install_non_editable(target: Path) -> Path:
+    """This project installed into ``target`` without its dependencies, as a worker image has it."""
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        str(REPO_ROOT),
+        cwd=target.parent,
+    )
+    return target
+
+
+def worker_env(home: Path, site: Path, api_url: str) -> dict[str, str]:
+    """A clean environment for a worker with its own HOME and the project installed in ``site``."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / ".prefect"),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": str(site),
+    }
 
 
 def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

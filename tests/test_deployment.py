@@ -22,7 +22,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import commit_all, run, snapshot, stop_process_group
+from conftest import (
+    REPO_ROOT,
+    commit_all,
+    install_non_editable,
+    run,
+    snapshot,
+    start_elsewhere,
+    stop_process_group,
+    unshare_works,
+    worker_env,
+)
 from flows.workspace import RUNS_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
@@ -133,9 +143,11 @@ def wait_for_final_state(server: PrefectServer, flow_run_id: str, worker: subpro
     pytest.fail(f"flow run not finished after {RUN_TIMEOUT_S} s\n{server.log_tail('worker')}")
 
 
-def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker(
+def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker_elsewhere(
     project: Path, prefect_server: PrefectServer
 ) -> None:
+    if not unshare_works():
+        pytest.skip("the kernel refuses unshare --mount here: no worker can hide this machine's files")
     origin = project.parent / "origin.git"
     run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=project.parent)
     run("git", "remote", "add", "origin", str(origin), cwd=project)
@@ -178,7 +190,19 @@ def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker(
     before = snapshot(project)
     elsewhere = project.parent / "worker"
     elsewhere.mkdir()
-    worker = prefect_server.start("worker", "worker", "start", "--pool", POOL, cwd=elsewhere)
+    # The worker is "on another machine": its own mount namespace without this checkout or the
+    # project, a clean environment and HOME, the project installed non-editable, git and the DVC
+    # remote reached only through their URLs.
+    site = install_non_editable(project.parent / "site")
+    env = worker_env(elsewhere, site, prefect_server.api_url) | {
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
+    }
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL]
+    hidden = [REPO_ROOT, project]
+    worker = start_elsewhere(
+        command, hidden=hidden, env=env, cwd=elsewhere, log=prefect_server.logs / "worker.log"
+    )
     try:
         # Two runs at once: the deployment's concurrency limit makes the second wait for the first.
         plain = trigger(prefect_server, elsewhere)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -24,7 +23,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO_ROOT, commit_all, dvc, experiments, run, stop_process_group
+from conftest import (
+    REPO_ROOT,
+    commit_all,
+    dvc,
+    experiments,
+    install_non_editable,
+    run,
+    start_elsewhere,
+    stop_process_group,
+    unshare_works,
+    worker_env,
+)
 from flows.workspace import remove_abandoned
 from test_remote import BUCKET, S3Server
 
@@ -75,32 +85,20 @@ class Cluster:
         non-editable (else only this machine's editable install, which points into a hidden checkout)."""
         home = self.root / name / "home"
         home.mkdir(parents=True)
-        env = {**self.env, "HOME": str(home), "PREFECT_HOME": str(home / ".prefect")}
-        if installed:
-            env["PYTHONPATH"] = str(self.root / "site")
-        mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(path))}" for path in self.hidden)
+        env = worker_env(home, self.root / "site", self.env["PREFECT_API_URL"]) | S3_CREDENTIALS
+        if not installed:
+            del env["PYTHONPATH"]
         command = [sys.executable, "-m", "distributed.cli.dask_worker", self.scheduler, "--nthreads", "1"]
         command += ["--name", name, "--no-dashboard"]
-        assignments = " ".join(shlex.quote(f"{key}={value}") for key, value in env.items())
-        script = f"{mounts} && cd {shlex.quote(str(home))} && exec env -i {assignments} {shlex.join(command)}"
-        log = (self.root / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        log = self.root / f"{name}.log"
+        process = start_elsewhere(command, hidden=self.hidden, env=env, cwd=home, log=log)
         self.processes.append(process)
         wait_for(
-            lambda: "Registered to:" in (self.root / f"{name}.log").read_text(),
+            lambda: "Registered to:" in log.read_text(),
             f"{name} joins",
             processes=[process],
         )
         return home
-
-
-def unshare_works() -> bool:
-    return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
 
 
 @pytest.fixture
@@ -150,20 +148,7 @@ def remote(
         commit_all(project, "a run, its data in S3")
         run("git", "push", "-q", "origin", "main", cwd=project)
 
-        site = tmp_path / "site"  # the non-editable install every worker uses (what the Dockerfile does)
-        run(
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(REPO_ROOT),
-            cwd=tmp_path,
-        )
+        install_non_editable(tmp_path / "site")  # what every worker imports (as the Dockerfile installs it)
         scheduler_port = free_port()
         processes.append(
             subprocess.Popen(
@@ -183,13 +168,7 @@ def remote(
             )
         )
         wait_for(lambda: listening(scheduler_port), "the Dask scheduler listens")
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-            "PREFECT_API_URL": prefect_api,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DVC_NO_ANALYTICS": "1",
-            **S3_CREDENTIALS,
-        }
+        env = {"PREFECT_API_URL": prefect_api}
         cluster = Cluster(
             f"tcp://127.0.0.1:{scheduler_port}", [REPO_ROOT, project, served], env, tmp_path, processes
         )
