@@ -254,16 +254,7 @@ def test_a_cancelled_sweep_stops_its_remote_trials_and_pushes_nothing(remote) ->
     homes = [cluster.add_worker("worker-1"), cluster.add_worker("worker-2")]
     process = sweep(project, url, cluster, "train.epochs=300,400", wait=False)
     try:
-        wait_for(
-            lambda: any(
-                (path / "models").exists()
-                and (path / ".dvc/tmp/rwlock").exists()
-                and "best-model.h5" in (path / ".dvc/tmp/rwlock").read_text()
-                for path in trial_workspaces(homes)
-            ),
-            "a remote trial trains",
-            processes=[process],
-        )
+        wait_for(lambda: any(map(training_stage, homes)), "a remote trial trains", processes=[process])
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
     finally:
