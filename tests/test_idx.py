@@ -87,3 +87,11 @@ def test_any_bytes_decode_to_an_array_or_an_idx_error(blob: bytes) -> None:
     except IdxError:
         return
     assert isinstance(array, np.ndarray)
+
+
+def test_dimensions_whose_product_passes_2_to_the_63_are_an_idx_error() -> None:
+    """2**31 * 2**31 * 4 is 2**64, which wraps to 0 in int64: a header alone must not pass the
+    length check and end in reshape's ValueError."""
+    header = bytes([0, 0, 0x08, 3]) + np.asarray([2**31, 2**31, 4], dtype=">u4").tobytes()
+    with pytest.raises(IdxError, match="does not match its header"):
+        decode_idx(header, "huge.idx")
