@@ -15,11 +15,13 @@ RUN apt-get update \
 # A user of its own: workspaces and the DVC cache they share go to its home (~/.cache/fashion-pipeline).
 RUN useradd --create-home --uid 1000 worker
 WORKDIR /opt/fashion-pipeline
+COPY requirements/runtime.lock ./requirements/
+# The versions CI tested, as `bash scripts/install.sh` installs them.
+RUN pip install --no-cache-dir --disable-pip-version-check -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
-# The same install as scripts/install.sh --worker (tested by tests/test_worker_install.py).
-RUN pip install --no-cache-dir --disable-pip-version-check . && rm -rf build *.egg-info
+RUN pip install --no-cache-dir --disable-pip-version-check --no-deps . && rm -rf build *.egg-info
 
 USER worker
 WORKDIR /home/worker

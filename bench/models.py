@@ -34,7 +34,7 @@ import yaml
 from scratch import REPO_ROOT, scratch_project
 
 sys.path.insert(0, str(REPO_ROOT))
-from pipeline.params import leaf_values, load_params, read_raw_params, validate_params  # noqa: E402
+from pipeline.core.params import leaf_values, load_params, read_raw_params, validate_params  # noqa: E402
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: .* \| ([0-9.]+) s$", re.MULTILINE)
 PRESETS = {
@@ -81,8 +81,9 @@ def seconds_per_step(
     rounds: int = PRECISION_ROUNDS,
 ) -> dict[str, float]:
     """Median seconds per training step of the preset's CNN in each precision, interleaved."""
-    from pipeline import models, train  # only this comparison imports TensorFlow here
-    from pipeline.splits import load_split
+    from pipeline.core.splits import load_split
+    from pipeline.model import families as models
+    from pipeline.stages import train  # only this comparison imports TensorFlow here
 
     params = load_params(REPO_ROOT / "params.yaml", overrides).train
     train.seed_everything(params.seed)

@@ -40,7 +40,6 @@ def scratch_project(directory: Path) -> Path:
             shutil.copy2(source, directory / name)
     for command in (["git", "init", "-q", "-b", "main"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(command, cwd=directory, check=True)
-    shutil.copytree(REPO_ROOT / ".dvc/plots", directory / ".dvc/plots")  # dvc.yaml's plot templates
     return directory
 
 

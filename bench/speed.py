@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from scratch import REPO_ROOT, commit, prefect_server, scratch_project
 
@@ -54,7 +53,7 @@ trivial()
 """
 WITHOUT_OP_DETERMINISM = (
     "import tensorflow as tf; tf.config.experimental.enable_op_determinism = lambda: None; "
-    "from pipeline.cli import main; raise SystemExit(main(['train']))"
+    "from pipeline.__main__ import main; raise SystemExit(main(['train']))"
 )
 
 
@@ -152,8 +151,7 @@ def quality_row(project: Path, seeds: tuple[int, ...]) -> Row:
         seeded = project.parent / f"params-seed-{seed}.yaml"
         seeded.write_text(yaml.safe_dump(params, sort_keys=False))
         timed([sys.executable, "-m", "pipeline", "train", "--params", str(seeded)], project)
-        history = pd.read_csv(project / "reports/train/history.csv")
-        ours.append(history.loc[history["val_loss"].idxmin(), "val_accuracy"])
+        ours.append(json.loads((project / "reports/train/metrics.json").read_text())["best"]["val_accuracy"])
         reference = timed(
             [sys.executable, str(REPO_ROOT / "bench/tutorial_way.py"), "data/raw", "--seed", str(seed)],
             project,

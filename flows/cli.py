@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.params_update import key_value, trial_overrides
-from pipeline.errors import PipelineError
-from pipeline.params import (
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import (
     DEFAULT_PARAMS_PATH,
     leaf_values,
     parse_raw_params,

@@ -17,8 +17,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.representer import RoundTripRepresenter
 
-from pipeline import atomic
-from pipeline.params import DEFAULT_PARAMS_PATH, ParamsError
+from pipeline.core import atomic
+from pipeline.core.params import DEFAULT_PARAMS_PATH, ParamsError
 
 
 def key_value(text: str) -> tuple[str, str]:

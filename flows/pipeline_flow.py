@@ -37,8 +37,8 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows import params_update, reports, stage, workspace
-from pipeline.params import DEFAULT_PARAMS_PATH, parse_raw_params, validate_params
-from pipeline.paths import Paths
+from pipeline.core.params import DEFAULT_PARAMS_PATH, parse_raw_params, validate_params
+from pipeline.core.paths import Paths
 
 METRICS_ARTIFACT = "fashion-metrics"
 PLOTS_ARTIFACT = "fashion-plots"

@@ -18,9 +18,9 @@ from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from pipeline import report
-from pipeline.logs import Progress
-from pipeline.paths import Paths
+from pipeline.commands import report
+from pipeline.core.logs import Progress
+from pipeline.core.paths import Paths
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Decision: DVC's Python API in the flow's process, not a ``dvc repro`` process pe
 - **Facts, not scraped text.** The stage order comes from DVC's graph of ``dvc.yaml``, the reason a
   stage runs from DVC's status, what ran from DVC's return value; a no-op run starts no process.
 - **Logs with their levels.** DVC's own messages arrive through its logger; the stage command's
-  records through a Unix socket (:mod:`pipeline.logs`).
+  records through a Unix socket (:mod:`pipeline.core.logs`).
 
 A run's workspace is its own (:mod:`flows.workspace`), so nothing else writes there while a stage runs.
 """
@@ -34,7 +34,7 @@ from dvc.repo import Repo
 from dvc.stage import PipelineStage
 
 from flows.workspace import Logger, open_repo
-from pipeline import logs
+from pipeline.core import logs
 
 RAN, SKIPPED, CACHED = "ran", "skipped", "cached"
 _RUN_CACHE_HIT = "is cached - skipping run"
@@ -184,7 +184,7 @@ def _dvc_messages(log: Logger) -> Iterator[list[str]]:
 def _stage_records(
     log: Logger, on_progress: Callable[[logs.Progress], None] | None
 ) -> Iterator[tuple[dict[str, str], list[str]]]:
-    """A Unix socket the stage command logs to (:mod:`pipeline.logs`): its env, and its error lines."""
+    """A Unix socket the stage command logs to (:mod:`pipeline.core.logs`): its env, and its error lines."""
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fashion-logs-") as directory:
         path = os.path.join(directory, "stage.sock")

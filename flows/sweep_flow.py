@@ -53,8 +53,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from flows import probe, reports, stage, workspace
 from flows.params_update import trial_overrides
 from flows.pipeline_flow import reproduce_in
-from pipeline.params import DEFAULT_PARAMS_PATH, ParamsError, parse_raw_params, validate_params
-from pipeline.paths import Paths
+from pipeline.core.params import DEFAULT_PARAMS_PATH, ParamsError, parse_raw_params, validate_params
+from pipeline.core.paths import Paths
 
 SWEEP_ARTIFACT = "fashion-sweep"
 TRIAL_MEMORY_BYTES = 2 * 1024**3  # a dense trial's TensorFlow process, its data and headroom

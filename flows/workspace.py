@@ -35,7 +35,7 @@ from pathlib import Path
 
 from dvc.repo import Repo
 
-from pipeline.params import DEFAULT_PARAMS_PATH
+from pipeline.core.params import DEFAULT_PARAMS_PATH
 
 RUNS_DIR = Path(".dvc") / "tmp" / "fashion-runs"
 HOME_ENV = "FASHION_PIPELINE_HOME"

@@ -2,6 +2,15 @@
 # Install fashion-pipeline on a fresh machine (Python >= 3.11 and pip; root or not).
 #   bash scripts/install.sh         the pipeline, plus the Debian Fashion-MNIST package when possible
 #   bash scripts/install.sh --dev   also the test tools (pytest, ruff, hypothesis) and Chromium for the plot test
+# PYTHON=/path/to/python picks the interpreter (default: python3); one in a virtual environment
+# installs into it, other ones as root or with --user.
+#
+# The versions are the tested ones, pinned with their hashes in requirements/runtime.lock (plain)
+# and requirements/dev.lock (--dev), both made from pyproject.toml's ranges by uv
+# (pip install uv). After changing a dependency in pyproject.toml, regenerate both, from the root:
+#   uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements/runtime.lock
+#   uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -o requirements/dev.lock
+# (add --upgrade to move every pin to the newest release the ranges allow), then run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,9 +47,11 @@ MSG
 fi
 
 pip_args=(--quiet --disable-pip-version-check)
-if [ -z "${VIRTUAL_ENV:-}" ] && [ "$(id -u)" -ne 0 ]; then
+in_venv=$("$python" -c 'import sys; print(int(sys.prefix != sys.base_prefix))')
+if [ -z "${VIRTUAL_ENV:-}" ] && [ "$in_venv" = 0 ] && [ "$(id -u)" -ne 0 ]; then
   pip_args+=(--user)
 fi
-if $dev; then target=".[dev]"; else target="."; fi
-"$python" -m pip install "${pip_args[@]}" -e "$target"
+if $dev; then lock=requirements/dev.lock; else lock=requirements/runtime.lock; fi
+"$python" -m pip install "${pip_args[@]}" -r "$lock"  # every dependency, at the tested version
+"$python" -m pip install "${pip_args[@]}" --no-deps -e .  # the project itself, on top
 echo "fashion-pipeline installed with $("$python" --version)"

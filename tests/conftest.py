@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,10 +20,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.dataset import FILE_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
-from pipeline.idx import encode_idx
-from pipeline.params import read_raw_params
-from pipeline.paths import Paths
+from pipeline.core.dataset import FILE_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from pipeline.core.idx import encode_idx
+from pipeline.core.params import read_raw_params
+from pipeline.core.paths import Paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -43,6 +44,29 @@ for _name, _value in {
     "GIT_COMMITTER_EMAIL": "tests@example.invalid",
 }.items():
     os.environ.setdefault(_name, _value)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A module whose ``pytestmark`` the ``-m`` expression deselects is not even imported, so the fast
+    tier (``-m "not integration and not server"``) collects without TensorFlow or Prefect."""
+    expression = config.getoption("markexpr")
+    if not expression or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    from _pytest.mark.expression import Expression
+
+    marks = module_marks(collection_path)
+    return None if Expression.compile(expression).evaluate(lambda name, **_: name in marks) else True
+
+
+def module_marks(path: Path) -> set[str]:
+    """The marks of a module's top-level ``pytestmark = pytest.mark.x`` (or a list of them)."""
+    import ast
+
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in node.targets):
+            values = node.value.elts if isinstance(node.value, ast.List | ast.Tuple) else [node.value]
+            return {value.attr for value in values if isinstance(value, ast.Attribute)}
+    return set()
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,18 @@ def write_synthetic_dataset(
 @pytest.fixture(scope="session")
 def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSource:
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic-fashion-mnist"))
+
+
+def processed(root: Path, source: SyntheticSource) -> Paths:
+    """``root`` with ``source`` ingested and split as the default params split it (stages imported
+    here, not at collection: preprocess brings scikit-learn, pandas and matplotlib)."""
+    from pipeline.stages.ingest import ingest
+    from pipeline.stages.preprocess import run as preprocess
+
+    paths = Paths(root)
+    ingest([str(source.directory)], source.sha256, paths.raw_dir)
+    preprocess(paths, test_size=0.2, random_state=42, stratify=False)
+    return paths
 
 
 def tiny_params() -> dict:
@@ -195,13 +231,39 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 @pytest.fixture
 def project(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
     """A fresh git + DVC repository holding a copy of this project with tiny params."""
-    root = scratch_project(tmp_path / "project")
+    return make_project(tmp_path / "project", synthetic_source)
+
+
+def make_project(directory: Path, source: SyntheticSource) -> Path:
+    root = scratch_project(directory)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    write_dataset_spec(root, synthetic_source)
+    write_dataset_spec(root, source)
     dvc("config", "core.autostage", "true", cwd=root)
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-q", "-m", "project copy", cwd=root)
     return root
+
+
+@pytest.fixture(scope="session")
+def reproduced_once(tmp_path_factory: pytest.TempPathFactory, synthetic_source: SyntheticSource) -> Path:
+    root = make_project(tmp_path_factory.mktemp("reproduced") / "project", synthetic_source)
+    dvc("repro", cwd=root)
+    return root
+
+
+@pytest.fixture
+def reproduced(tmp_path: Path, reproduced_once: Path) -> Path:
+    """:func:`project` after a complete ``dvc repro`` (not committed): a copy of one run made once per
+    session, its git repository, DVC cache and run cache included (DVC's state database is not: it
+    rebuilds it)."""
+    target = tmp_path / "project"
+    shutil.copytree(
+        reproduced_once,
+        target,
+        symlinks=True,
+        ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [],
+    )
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -256,20 +318,22 @@ def set_params(project: Path, overrides: dict[str, object]) -> None:
 
 
 def stage_outputs(project: Path) -> list[Path]:
-    """Every file the four stages write."""
+    """The files the four stages write (DVCLive's, one per kind)."""
     paths = Paths(project)
     return [
-        paths.params_valid,
         *(paths.raw_dir / name for name in FILE_NAMES),
         *(paths.split(name) for name in ("train", "val", "test")),
         paths.model,
+        paths.keras_model,
         paths.samples_png,
         paths.class_counts_csv,
-        paths.history_csv,
+        paths.train_live_dir / "metrics.json",
+        paths.train_live_dir / "plots/metrics/eval/loss.tsv",
         paths.loss_png,
         paths.accuracy_png,
         paths.metrics_json,
-        paths.predictions_csv,
+        paths.per_class_json,
+        paths.confusion_json,
         paths.confusion_png,
         paths.f1_png,
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import atomic
+from pipeline.core import atomic
 
 
 def test_write_replaces_the_file_with_ordinary_permissions(tmp_path) -> None:

@@ -8,10 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import run
-from pipeline.paths import Paths
+from conftest import REPO_ROOT, run
+from pipeline.core.paths import Paths
 
 
 def pipeline_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,7 @@ def test_ingest_and_preprocess_never_import_tensorflow(tmp_path, params_file) ->
     script = textwrap.dedent(
         f"""
         import sys
-        from pipeline.cli import main
+        from pipeline.__main__ import main
         assert main(["ingest", "--params", {str(params_file)!r}]) == 0
         assert main(["preprocess", "--params", {str(params_file)!r}]) == 0
         loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
@@ -66,9 +67,13 @@ def test_ingest_and_preprocess_never_import_tensorflow(tmp_path, params_file) ->
 
 
 def test_tensorflow_gets_its_onednn_kernels_unless_the_environment_says_otherwise(tmp_path) -> None:
-    """TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` at import; importing ``pipeline`` first sets it to 1
-    where it is unset (TensorFlow's own default is on only on CPUs with VNNI, bfloat16 or AMX)."""
-    show = "import os, pipeline; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    """TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` at import; ``pipeline.model``, the only way the
+    stages import it, sets it to 1 first where it is unset (TensorFlow's own default is on only on CPUs
+    with VNNI, bfloat16 or AMX)."""
+    show = (  # a stand-in for Keras: what matters is the variable before it loads, not TensorFlow itself
+        "import os, sys, types; sys.modules['keras'] = types.ModuleType('keras'); import pipeline.model; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    )
     unset = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
     for env, expected in ((unset, "1"), ({**unset, "TF_ENABLE_ONEDNN_OPTS": "0"}, "0")):
         shown = subprocess.run(
@@ -77,6 +82,21 @@ def test_tensorflow_gets_its_onednn_kernels_unless_the_environment_says_otherwis
         assert shown.stdout.strip() == expected, shown.stderr
 
 
+def test_predict_checks_its_arguments_and_model_path_before_tensorflow_loads(tmp_path) -> None:
+    code = (
+        "import sys\n"
+        "from pipeline.__main__ import main\n"
+        "assert main(['predict', 'a.png', '--top-k', '11']) == 1\n"
+        "assert main(['predict', 'a.png', '--model', 'none.keras']) == 1\n"
+        "assert 'tensorflow' not in sys.modules, 'predict loaded TensorFlow first'\n"
+    )
+    (tmp_path / "a.png").write_bytes((REPO_ROOT / "reports/preprocess/samples.png").read_bytes())
+    result = run(sys.executable, "-c", code, cwd=tmp_path)
+    assert "--top-k must be 1 to 10; got 11" in result.stderr
+    assert "none.keras: no such model file" in result.stderr
+
+
+@pytest.mark.integration
 def test_plots_without_data_or_of_an_unknown_revision_is_one_error_line(tmp_path) -> None:
     run("git", "init", "-q", cwd=tmp_path)
     run(sys.executable, "-m", "dvc", "init", "-q", cwd=tmp_path)

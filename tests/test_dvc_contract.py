@@ -1,6 +1,6 @@
-"""``dvc.yaml`` tells the truth: each stage declares every module it runs, every params section it
-reads, and every path it writes, so a change anywhere reruns the stages it affects and no result
-goes stale. Checked against the code itself, so the two cannot drift apart.
+"""``dvc.yaml`` tells the truth: each stage declares its module and every shared folder of code it
+runs, every params section it reads, and every path it writes, so a change anywhere reruns the stages
+it affects and no result goes stale. Checked against the code itself, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, dvc
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 STAGES = list(DVC_YAML["stages"])
-# Every stage command starts here: `python -m pipeline <stage>` runs the package, its __main__ and
-# the CLI, which imports the stage's module by name (its other commands' modules are theirs).
-ENTRY = ("pipeline", "pipeline.__main__", "pipeline.cli")
+SHARED = {"core": "pipeline/core", "model": "pipeline/model"}  # the folders stages may depend on
 
 
 def module_file(module: str) -> Path:
@@ -28,31 +26,33 @@ def module_file(module: str) -> Path:
 
 
 def pipeline_imports(module: str) -> set[str]:
-    """The ``pipeline`` modules ``module`` imports: anywhere in its code, but for the CLI, whose
-    functions import other commands' modules, at its top level only."""
-    tree = ast.parse(module_file(module).read_text())
-    nodes = tree.body if module == "pipeline.cli" else list(ast.walk(tree))
+    """The ``pipeline`` modules ``module`` imports, anywhere in its code."""
     found = set()
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
-            found |= {f"pipeline.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+    for node in ast.walk(ast.parse(module_file(module).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
             found.add(node.module)
+            found |= {
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if module_file(f"{node.module}.{alias.name}").exists()
+            }
         elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("pipeline.")}
+            found |= {alias.name for alias in node.names if alias.name.startswith("pipeline")}
     return found
 
 
-def import_closure(stage: str) -> set[str]:
-    """Every file of ``pipeline/`` that ``python -m pipeline <stage>`` can run."""
+def import_closure(module: str) -> set[str]:
+    """Every ``pipeline`` module that running ``module`` can import, its packages included."""
     seen: set[str] = set()
-    todo = [*ENTRY, f"pipeline.{stage}"]
+    todo = [module]
     while todo:
-        module = todo.pop()
-        if module not in seen:
-            seen.add(module)
-            todo += pipeline_imports(module)
-    return {module_file(module).relative_to(REPO_ROOT).as_posix() for module in seen}
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            parts = current.split(".")
+            todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # a module's packages run first
+            todo += pipeline_imports(current)
+    return seen
 
 
 def declared(stage: str, key: str) -> list:
@@ -63,7 +63,7 @@ def declared(stage: str, key: str) -> list:
 
 def sections_read(stage: str) -> set[str]:
     """The ``params.<section>`` attributes the stage's ``main`` reads."""
-    tree = ast.parse(module_file(f"pipeline.{stage}").read_text())
+    tree = ast.parse(module_file(f"pipeline.stages.{stage}").read_text())
     (main,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main"]
     return {
         node.attr
@@ -72,21 +72,83 @@ def sections_read(stage: str) -> set[str]:
     }
 
 
+def test_the_stages_are_the_pipeline_in_order() -> None:
+    assert STAGES == ["ingest", "preprocess", "train", "evaluate"]
+    for stage in STAGES:
+        assert DVC_YAML["stages"][stage]["cmd"] == f"python -m pipeline.stages.{stage}"
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_stage_depends_on_every_module_it_runs(stage: str) -> None:
-    code = {dep for dep in declared(stage, "deps") if dep.startswith("pipeline/")}
-    assert code == import_closure(stage), f"dvc.yaml's {stage} deps vs the modules it imports"
+def test_a_stage_depends_on_its_module_and_the_shared_folders_it_runs(stage: str) -> None:
+    """Its own module, plus ``pipeline/core`` and ``pipeline/model`` where it imports them; never a
+    command's module or another stage's, whose edits must not rerun it."""
+    closure = import_closure(f"pipeline.stages.{stage}") - {"pipeline", "pipeline.stages"}
+    strays = {m for m in closure if m.split(".")[1] not in SHARED and m != f"pipeline.stages.{stage}"}
+    assert strays == set(), f"{stage} imports code outside its module and {sorted(SHARED.values())}"
+    expected = {f"pipeline/stages/{stage}.py"} | {
+        SHARED[m.split(".")[1]] for m in closure if m.split(".")[1] in SHARED
+    }
+    code = {dep for dep in declared(stage, "deps") if dep.startswith("pipeline")}
+    assert code == expected, f"dvc.yaml's {stage} deps vs the code it imports"
 
 
-@pytest.mark.parametrize("stage", [stage for stage in STAGES if stage != "validate"])
-def test_a_stage_depends_on_the_params_it_reads_and_on_validated_params(stage: str) -> None:
+def test_the_shared_folders_stay_shared() -> None:
+    """``core`` imports only ``core``; ``model`` only ``core`` and ``model``: a folder dependency then
+    covers all the code it can run."""
+    for folder, allowed in (("core", {"core"}), ("model", {"core", "model"})):
+        for path in (REPO_ROOT / "pipeline" / folder).glob("*.py"):
+            module = f"pipeline.{folder}.{path.stem}".removesuffix(".__init__")
+            used = {m.split(".")[1] for m in import_closure(module) if m.count(".")}
+            assert used <= allowed, f"{module} imports from pipeline.{used - allowed}"
+
+
+def test_the_packages_above_the_stages_run_no_code() -> None:
+    """``pipeline/__init__.py`` and ``pipeline/stages/__init__.py`` run before every stage, yet are no
+    stage's dependency: they hold a docstring only."""
+    for path in (REPO_ROOT / "pipeline/__init__.py", REPO_ROOT / "pipeline/stages/__init__.py"):
+        body = ast.parse(path.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{path} holds code"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_tensorflow_comes_only_through_the_model_folder(stage: str) -> None:
+    """A stage imports TensorFlow only through ``pipeline.model`` (which sets its environment first),
+    and ingest and preprocess not at all."""
+    tree = ast.parse(module_file(f"pipeline.stages.{stage}").read_text())
+    direct = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
+    assert not direct & {"tensorflow", "keras"}
+    if stage in ("ingest", "preprocess"):
+        assert "pipeline/model" not in declared(stage, "deps")
+
+
+@pytest.mark.parametrize("stage", STAGES[1:])
+def test_a_stage_depends_on_the_params_it_reads(stage: str) -> None:
     assert set(declared(stage, "params")) == sections_read(stage)
-    assert "reports/validate/params-valid.txt" in declared(stage, "deps")
 
 
-def test_validate_depends_on_the_whole_params_file() -> None:
-    assert declared("validate", "params") == ["params.yaml"]
-    assert DVC_YAML["stages"]["validate"]["params"] == [{"params.yaml": None}]
+def test_ingest_depends_on_the_whole_params_file_and_keeps_its_output() -> None:
+    """The gate: a bad value anywhere fails ingest, whose output DVC does not delete first."""
+    assert DVC_YAML["stages"]["ingest"]["params"] == [{"params.yaml": None}]
+    assert DVC_YAML["stages"]["ingest"]["outs"] == [{"data/raw": {"persist": True}}]
+
+
+def test_the_metrics_are_declared_headline_numbers_first() -> None:
+    """Top-level ``metrics``: ``dvc exp show`` and ``dvc metrics show`` list evaluate's first."""
+    assert DVC_YAML["metrics"] == ["reports/evaluate/metrics.json", "reports/train/metrics.json"]
+    outs = {out for stage in STAGES for out in declared(stage, "outs")}
+    assert set(DVC_YAML["metrics"]) <= outs
+
+
+def test_dvc_yaml_reads_as_the_diagram() -> None:
+    """Under 100 lines, and no more than 10 dependency columns in ``dvc exp show``."""
+    assert len((REPO_ROOT / "dvc.yaml").read_text().splitlines()) < 100
+    columns = {dep for stage in STAGES for dep in declared(stage, "deps")}
+    assert len(columns) <= 10, sorted(columns)
 
 
 @pytest.mark.integration
@@ -94,14 +156,11 @@ def test_each_stage_writes_exactly_its_declared_outputs(project: Path) -> None:
     """Run each command in order, as DVC would, and compare what changed on disk with its outs."""
     for stage in STAGES:
         outs = [
-            Path(out)
-            for key in ("outs", "metrics")
-            if key in DVC_YAML["stages"][stage]
-            for out in declared(stage, key)
+            Path(out) for key in ("outs",) if key in DVC_YAML["stages"][stage] for out in declared(stage, key)
         ]
         before = files(project)
         result = subprocess.run(
-            [sys.executable, "-m", "pipeline", stage], cwd=project, capture_output=True, text=True
+            [sys.executable, "-m", "pipeline.stages." + stage], cwd=project, capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
         after = files(project)
@@ -110,6 +169,23 @@ def test_each_stage_writes_exactly_its_declared_outputs(project: Path) -> None:
         assert undeclared == set(), f"{stage} writes outside its dvc.yaml outs"
         for out in outs:
             assert (project / out).exists(), f"{stage} did not write {out}"
+
+
+@pytest.mark.integration
+def test_editing_a_command_reruns_no_stage_and_editing_core_reruns_all(reproduced: Path) -> None:
+    project = reproduced
+    with (project / "pipeline/commands/predict.py").open("a") as file:
+        file.write("# a comment\n")
+    with (project / "pipeline/commands/report.py").open("a") as file:
+        file.write("# another\n")
+    assert "Data and pipelines are up to date" in dvc("status", cwd=project).stdout
+    (project / "pipeline/core/__pycache__").mkdir(exist_ok=True)
+    (project / "pipeline/core/__pycache__/x.cpython-311.pyc").write_bytes(b"byte code")  # .dvcignore'd
+    assert "Data and pipelines are up to date" in dvc("status", cwd=project).stdout
+    with (project / "pipeline/core/paths.py").open("a") as file:
+        file.write("# a comment\n")
+    status = dvc("status", "--json", cwd=project).stdout
+    assert set(yaml.safe_load(status)) == set(STAGES)
 
 
 def files(project: Path) -> dict[Path, tuple[int, int]]:

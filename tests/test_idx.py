@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.idx import IdxError, decode_idx, encode_idx, read_idx
+from pipeline.core.idx import IdxError, decode_idx, encode_idx, read_idx
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SyntheticSource, write_synthetic_dataset
-from pipeline.dataset import FILE_NAMES
-from pipeline.ingest import SOURCES_ENV, IngestError, ingest, resolve_sources
+from pipeline.core.dataset import FILE_NAMES
+from pipeline.stages.ingest import SOURCES_ENV, IngestError, ingest, resolve_sources
 
 
 def assert_verified(raw_dir: Path, source: SyntheticSource) -> None:
@@ -43,7 +43,7 @@ def test_uncompressed_files_in_a_directory_are_accepted(tmp_path, synthetic_sour
 def test_cached_verified_files_are_not_fetched_again(tmp_path, synthetic_source, caplog) -> None:
     raw = tmp_path / "raw"
     ingest([str(synthetic_source.directory)], synthetic_source.sha256, raw)
-    caplog.set_level(logging.INFO, logger="pipeline.ingest")
+    caplog.set_level(logging.INFO, logger="pipeline.stages.ingest")
     ingest([str(tmp_path / "nowhere")], synthetic_source.sha256, raw)
     assert caplog.text.count("cached copy verified") == 4
 
@@ -54,7 +54,7 @@ def test_cached_verified_files_are_not_fetched_again(tmp_path, synthetic_source,
 
 def test_mismatching_source_is_reported_and_the_next_one_used(tmp_path, synthetic_source, caplog) -> None:
     impostor = write_synthetic_dataset(tmp_path / "impostor", seed=99)
-    caplog.set_level(logging.WARNING, logger="pipeline.ingest")
+    caplog.set_level(logging.WARNING, logger="pipeline.stages.ingest")
     ingest(
         [str(impostor.directory), str(synthetic_source.directory)], synthetic_source.sha256, tmp_path / "raw"
     )
@@ -227,7 +227,7 @@ def test_an_unreachable_mirror_is_not_asked_again_for_the_other_files(
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}/fm"
-    caplog.set_level(logging.WARNING, logger="pipeline.ingest")
+    caplog.set_level(logging.WARNING, logger="pipeline.stages.ingest")
     ingest([dead, str(synthetic_source.directory)], synthetic_source.sha256, tmp_path / "raw", retries=1)
     assert_verified(tmp_path / "raw", synthetic_source)
     assert caplog.text.count(f"from {dead} failed") == 1  # the first file only

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from pipeline import logs
+from pipeline.core import logs
 
 START_UP_NOTICES = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -22,7 +22,7 @@ def test_start_up_notices_are_dropped_and_every_other_line_kept_in_order() -> No
     code = textwrap.dedent(
         f"""
         import os, sys
-        from pipeline import logs
+        from pipeline.core import logs
         with logs.native_start_up_lines_dropped():
             os.write(2, {START_UP_NOTICES.encode()!r})
             os.write(2, b"E0000 00:00:1.0 1 some.cc:1] a real error\\n")
@@ -38,7 +38,7 @@ def test_start_up_notices_are_dropped_and_every_other_line_kept_in_order() -> No
 def test_an_import_that_fails_still_shows_its_error() -> None:
     code = textwrap.dedent(
         """
-        from pipeline import logs
+        from pipeline.core import logs
         with logs.native_start_up_lines_dropped():
             import no_such_module_here
         """
@@ -49,10 +49,10 @@ def test_an_import_that_fails_still_shows_its_error() -> None:
 
 
 def test_a_record_carries_its_progress_through_the_socket_encoding() -> None:
-    record = logging.LogRecord("pipeline.train", logging.INFO, __file__, 1, "epoch 3/20", (), None)
+    record = logging.LogRecord("pipeline.stages.train", logging.INFO, __file__, 1, "epoch 3/20", (), None)
     record.progress = logs.Progress(3, 20, "epoch 3 of 20, val_accuracy 0.8512")
     line = logs.decode(logs.encode(record, record.getMessage()))
-    assert line == logs.Line(logging.INFO, "pipeline.train", "epoch 3/20", record.progress)
-    plain = logging.LogRecord("pipeline.train", logging.INFO, __file__, 1, "best epoch", (), None)
+    assert line == logs.Line(logging.INFO, "pipeline.stages.train", "epoch 3/20", record.progress)
+    plain = logging.LogRecord("pipeline.stages.train", logging.INFO, __file__, 1, "best epoch", (), None)
     assert logs.decode(logs.encode(plain, "best epoch")).progress is None
     assert logs.progress(1, 2, "x") == {"progress": logs.Progress(1, 2, "x")}

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from pipeline.params import (
+from pipeline.core.params import (
     ParamsError,
     leaf_values,
     load_dataset_spec,
@@ -17,7 +17,7 @@ from pipeline.params import (
     read_raw_params,
     validate_params,
 )
-from pipeline.paths import Paths
+from pipeline.core.paths import Paths
 
 
 def write(tmp_path: Path, params: dict) -> Path:
@@ -231,3 +231,15 @@ def test_each_preset_is_valid_and_its_dvc_command_sets_the_same_values(preset: P
     words = shlex.split(command.lstrip("# "))  # as the shell reads the line
     pairs = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S")
     assert load_params(REPO_ROOT / "params.yaml", pairs) == from_file
+
+
+def test_the_params_reference_is_generated_from_the_schema() -> None:
+    """``docs/params.md`` is what ``python -m pipeline params-doc`` writes: every key, documented."""
+    from pipeline.commands.params_doc import markdown
+
+    expected = markdown(read_raw_params(REPO_ROOT / "params.yaml"))
+    assert (REPO_ROOT / "docs/params.md").read_text() == expected, "run `python -m pipeline params-doc`"
+    keys = set(leaf_values(read_raw_params(REPO_ROOT / "params.yaml")))
+    documented = {line.split("`")[1] for line in expected.splitlines() if line.startswith("| `")}
+    assert documented == keys
+    assert "|  |" not in expected  # no key without a description

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import dvc, run, set_params
-from pipeline.dataset import CLASS_NAMES
+from pipeline.core.dataset import CLASS_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,10 @@ def expected_plots(dvc_yaml: Path) -> tuple[set[str], set[str]]:
 
     vega, images = set(), set()
     for entry in yaml.safe_load(dvc_yaml.read_text())["plots"]:
-        if isinstance(entry, str):
-            images.add(entry)
+        if isinstance(entry, str):  # an image, or a folder of them (DVCLive's plots/images)
+            folder = dvc_yaml.parent / entry
+            found = sorted(folder.glob("*.png")) if folder.is_dir() else []
+            images |= {path.relative_to(dvc_yaml.parent).as_posix() for path in found} or {entry}
         else:
             (title,) = entry
             vega.add(Renderer.remove_special_chars(title))

@@ -1,4 +1,4 @@
-"""``python -m pipeline predict`` and ``pipeline.predict.classify`` on a tiny model trained on
+"""``python -m pipeline predict`` and ``pipeline.model.inference.classify`` on a tiny model trained on
 synthetic images (a bright band whose row depends on the class)."""
 
 from __future__ import annotations
@@ -9,22 +9,18 @@ import logging
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run
-from pipeline import model_file, train
-from pipeline.dataset import CLASS_NAMES
-from pipeline.idx import encode_idx
-from pipeline.ingest import ingest
-from pipeline.params import load_params
-from pipeline.paths import Paths
-from pipeline.predict import Classifier, InputError, as_pixels, classify, image_to_pixels, read_inputs
-from pipeline.predict import run as predict
-from pipeline.preprocess import run as preprocess
-from pipeline.splits import load_split
+from conftest import processed, run
+from pipeline.commands.predict import image_to_pixels, read_inputs
+from pipeline.commands.predict import run as predict
+from pipeline.core.dataset import CLASS_NAMES, InputError, as_pixels
+from pipeline.core.idx import encode_idx
+from pipeline.core.params import load_params
+from pipeline.core.paths import Paths
+from pipeline.core.splits import load_split
 
 JSON_KEYS = {"path", "index", "class", "label", "probability", "top_k"}
 
@@ -32,9 +28,10 @@ JSON_KEYS = {"path", "index", "class", "label", "probability", "top_k"}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, synthetic_source) -> Paths:
     """A project folder with processed synthetic splits and the model.keras trained on them."""
+    from pipeline.stages import train
+
     paths = Paths(tmp_path_factory.mktemp("predict"))
-    ingest([str(synthetic_source.directory)], synthetic_source.sha256, paths.raw_dir)
-    preprocess(paths, test_size=0.2, random_state=42, stratify=False)
+    processed(paths.root, synthetic_source)
     params_file = paths.root / "params.yaml"
     params_file.write_text((Path(__file__).parents[1] / "params.yaml").read_text())
     params = load_params(params_file, {"train.epochs": 15, "train.model.dense.hidden_units": [32]})
@@ -43,7 +40,9 @@ def trained(tmp_path_factory, synthetic_source) -> Paths:
 
 
 @pytest.fixture(scope="module")
-def classifier(trained) -> Classifier:
+def classifier(trained):
+    from pipeline.model.inference import Classifier
+
     return Classifier.load(trained.keras_model)
 
 
@@ -55,6 +54,8 @@ def test_split(trained):
 def test_the_export_is_self_contained_and_classifies_as_the_checkpoint(
     trained, classifier, test_split
 ) -> None:
+    from pipeline.model import files as model_file
+
     assert classifier.class_names == CLASS_NAMES
     assert classifier.model.input.dtype == "uint8"  # the scaling is inside the model
     checkpoint = model_file.load(trained.model)
@@ -64,6 +65,8 @@ def test_the_export_is_self_contained_and_classifies_as_the_checkpoint(
 
 
 def test_classify_ranks_the_classes(classifier, test_split) -> None:
+    from pipeline.model.inference import classify
+
     predictions = classify(test_split.x, classifier, top_k=3)
     assert len(predictions) == len(test_split.y)
     accuracy = np.mean([p.label for p in predictions] == test_split.y)
@@ -80,6 +83,8 @@ def test_classify_ranks_the_classes(classifier, test_split) -> None:
 
 
 def test_classify_uses_the_projects_model_by_default(trained, classifier, test_split, monkeypatch) -> None:
+    from pipeline.model.inference import classify
+
     monkeypatch.chdir(trained.root)
     assert classify(test_split.x[:5]) == classify(test_split.x[:5], classifier)
 
@@ -238,9 +243,13 @@ def test_read_inputs_tells_formats_by_content(tmp_path, test_split) -> None:
 
 
 def test_a_bad_model_file_is_one_line(tmp_path, trained, test_split) -> None:
+    import keras
+
+    from pipeline.model import files as model_file
+
     image = tmp_path / "a.png"
     Image.fromarray(test_split.x[0]).save(image)
-    with pytest.raises(model_file.ModelFileError, match=r"no-such\.keras: no such model file"):
+    with pytest.raises(InputError, match=r"no-such\.keras: no such model file"):  # before TensorFlow loads
         predict([image], tmp_path / "no-such.keras", top_k=3, as_json=False)
     not_a_model = tmp_path / "model.keras"
     not_a_model.write_text("hello")
@@ -259,22 +268,7 @@ def test_a_bad_model_file_is_one_line(tmp_path, trained, test_split) -> None:
 
 def test_the_command_line(tmp_path, trained, test_split) -> None:
     files = write_inputs(tmp_path / "inputs", test_split.x)
-    ok = run(
-        sys.executable,
-        "-m",
-        "pipeline",
-        "predict",
-        str(files["a.png"]),
-        "--model",
-        str(trained.keras_model),
-        "--top-k",
-        "1",
-        cwd=tmp_path,
-    )
-    assert ok.stdout == f"{files['a.png']}\t{CLASS_NAMES[test_split.y[0]]}\t" + ok.stdout.split("\t", 2)[2]
-    assert ok.stdout.count("\n") == 1
-    assert ok.stderr == ""  # no TensorFlow start-up notices
-    failed = run(
+    result = run(
         sys.executable,
         "-m",
         "pipeline",
@@ -283,13 +277,33 @@ def test_the_command_line(tmp_path, trained, test_split) -> None:
         str(files["a.png"]),
         "--model",
         str(trained.keras_model),
+        "--top-k",
+        "1",
         cwd=tmp_path,
         check=False,
     )
-    assert failed.returncode == 1 and failed.stdout.count("\n") == 1
-    assert [line for line in failed.stderr.splitlines() if "ERROR" in line] == [
-        line for line in failed.stderr.splitlines() if "notes.txt: not an image" in line
-    ]
+    assert result.returncode == 1  # one input failed; the other is classified
+    assert (
+        result.stdout
+        == f"{files['a.png']}\t{CLASS_NAMES[test_split.y[0]]}\t" + result.stdout.split("\t", 2)[2]
+    )
+    assert result.stdout.count("\n") == 1
+    # one line for the bad input, and nothing else: no TensorFlow start-up notices
+    assert [line for line in result.stderr.splitlines() if line] == [
+        line for line in result.stderr.splitlines() if "ERROR" in line and "notes.txt: not an image" in line
+    ], result.stderr
     missing = run(sys.executable, "-m", "pipeline", "predict", str(files["a.png"]), cwd=tmp_path, check=False)
     assert missing.returncode == 1 and missing.stdout == ""
     assert "models/model.keras: no such model file" in missing.stderr
+    too_many = run(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "predict",
+        str(files["a.png"]),
+        "--top-k",
+        "11",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert too_many.returncode == 1 and "--top-k must be 1 to 10; got 11" in too_many.stderr

@@ -5,15 +5,22 @@ from __future__ import annotations
 import gzip
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from pipeline.dataset import CLASS_NAMES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
-from pipeline.idx import IdxError, encode_idx
-from pipeline.ingest import ingest
-from pipeline.paths import Paths
-from pipeline.preprocess import load_labelled, run
-from pipeline.splits import load_split
+from pipeline.core.dataset import CLASS_NAMES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from pipeline.core.idx import IdxError, encode_idx
+from pipeline.core.paths import Paths
+from pipeline.core.splits import load_split
+from pipeline.stages.ingest import ingest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _preprocess() -> None:
+    """The stage (scikit-learn, pandas, matplotlib) loads when the first test runs, not at collection."""
+    global pd, load_labelled, run  # noqa: PLW0603
+    import pandas as pd
+
+    from pipeline.stages.preprocess import load_labelled, run
 
 
 @pytest.fixture

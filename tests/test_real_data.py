@@ -13,12 +13,10 @@ import yaml
 from PIL import Image
 
 from conftest import REPO_ROOT, dvc, requires_real_data, run
-from pipeline.dataset import CLASS_NAMES
-from pipeline.ingest import ingest
-from pipeline.params import load_dataset_spec, load_params
-from pipeline.paths import Paths
-from pipeline.preprocess import run as preprocess
-from pipeline.splits import load_split
+from pipeline.core.dataset import CLASS_NAMES
+from pipeline.core.params import load_dataset_spec, load_params
+from pipeline.core.paths import Paths
+from pipeline.core.splits import load_split
 
 pytestmark = pytest.mark.real_data
 
@@ -29,6 +27,9 @@ def _real_data() -> None:
 
 
 def test_debian_files_verify_and_split_like_the_tutorial(tmp_path: Path) -> None:
+    from pipeline.stages.ingest import ingest
+    from pipeline.stages.preprocess import run as preprocess
+
     params, spec = load_params(REPO_ROOT / "params.yaml"), load_dataset_spec(Paths(REPO_ROOT).dataset_spec)
     paths = Paths(tmp_path)
     ingest(spec.sources[:1], spec.sha256, paths.raw_dir)

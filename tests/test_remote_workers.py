@@ -295,7 +295,7 @@ def training_stage(home: Path):
             root = process.environ().get("DVC_ROOT", "")
         except psutil.Error:
             continue
-        if root.startswith(str(home)) and process.info["cmdline"][-1:] == ["train"]:
+        if root.startswith(str(home)) and process.info["cmdline"][-1:] == ["pipeline.stages.train"]:
             return process
     return None
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dvc, ran_stages, run, set_params
-from pipeline.params import ReviewParams
-from pipeline.report import (
+from pipeline.commands.report import (
     MARKER,
     GateCheck,
     MetricRow,
@@ -25,6 +24,7 @@ from pipeline.report import (
     per_class_rows,
     per_class_scores,
 )
+from pipeline.core.params import ReviewParams
 
 OLD = {
     "val": {"loss": 0.5, "accuracy": 0.8},
@@ -127,7 +127,7 @@ def test_report_has_old_new_and_delta_with_fixed_decimals() -> None:
     assert per_class == {"Bag": ["0.5000", "0.6250", "+0.1250"], "Trouser": ["0.9000", "0.9000", "0.0000"]}
     assert "<details>\n<summary>Per-class F1 (test set)</summary>" in text
     assert table(text, "Param") == {"train.epochs": ["20", "3"]}
-    assert "![Loss per epoch](reports/train/loss.png)" in text
+    assert "![Loss per epoch](reports/train/plots/images/loss.png)" in text
     assert "`python -m pipeline plots diff main`" in text
     assert "Regression gate" in text and "Off:" in text
 
@@ -226,9 +226,9 @@ def test_image_links(tmp_path: Path) -> None:
 def test_report_command_never_imports_tensorflow() -> None:
     code = (
         "import sys\n"
-        "from pipeline import cli, report\n"
+        "from pipeline.__main__ import main\n"
         "try:\n"
-        "    cli.main(['report', '--help'])\n"
+        "    main(['report', '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
@@ -246,7 +246,7 @@ def run_report(project: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
     """``python -m pipeline report --output review.md ARGS``, checking it never loads TensorFlow."""
     code = (
         "import sys\n"
-        "from pipeline.cli import main\n"
+        "from pipeline.__main__ import main\n"
         "status = main(sys.argv[1:])\n"
         "assert 'tensorflow' not in sys.modules, 'the report imported TensorFlow'\n"
         "sys.exit(status)\n"
@@ -268,7 +268,9 @@ def metrics_at(project: Path, rev: str) -> dict:
 
 
 def per_class_at(project: Path, rev: str) -> list[dict]:
-    return json.loads(run("git", "show", f"{rev}:reports/evaluate/per_class.json", cwd=project).stdout)
+    return json.loads(
+        run("git", "show", f"{rev}:reports/evaluate/plots/custom/per_class.json", cwd=project).stdout
+    )
 
 
 @pytest.mark.integration
@@ -293,7 +295,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
         expected_delta = f"{new[split][key] - old[split][key]:+.4f}"
         expected_delta = "0.0000" if float(expected_delta) == 0 else expected_delta
         assert metrics[name] == [f"{old[split][key]:.4f}", f"{new[split][key]:.4f}", expected_delta], name
-    per_class_table = json.loads((project / "reports/evaluate/per_class.json").read_text())
+    per_class_table = json.loads((project / "reports/evaluate/plots/custom/per_class.json").read_text())
     assert per_class == {
         row["class"]: [f"{old_row['f1']:.4f}", f"{row['f1']:.4f}", per_class[row["class"]][2]]
         for old_row, row in zip(per_class_at(project, "main"), per_class_table, strict=True)
@@ -314,7 +316,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
     assert params == {"train.epochs": ["3", "1"]}
     dvc_params = json.loads(dvc("params", "diff", "main", "--json", cwd=project).stdout)
     assert dvc_params == {"params.yaml": {"train.epochs": {"old": 3, "new": 1, "diff": -2}}}
-    assert "![Loss per epoch](reports/train/loss.png)" in text
+    assert "![Loss per epoch](reports/train/plots/images/loss.png)" in text
 
     # The gate: review.* reruns only the check of the whole params file, and a floor above the new
     # accuracy fails the command.
@@ -322,7 +324,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
     assert new_accuracy < 1.0
     floor = round(new_accuracy + (1.0 - new_accuracy) / 2, 4)
     set_params(project, {"review.min_test_accuracy": floor})
-    assert ran_stages(dvc("repro", cwd=project).stdout) == {"validate"}
+    assert ran_stages(dvc("repro", cwd=project).stdout) == {"ingest"}
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 1

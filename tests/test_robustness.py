@@ -17,16 +17,15 @@ import keras
 import pytest
 
 from conftest import dvc, ran_stages, set_params, snapshot
-from pipeline.paths import Paths
+from pipeline.core.paths import Paths
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def built(project: Path) -> Path:
+def built(reproduced: Path) -> Path:
     """The project after a complete ``dvc repro``."""
-    dvc("repro", cwd=project)
-    return project
+    return reproduced
 
 
 def errors(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -65,7 +64,7 @@ def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(built: Path, c
     result = dvc("repro", cwd=built, check=False)
     assert result.returncode != 0
     (line,) = errors(result)
-    assert "validate failed: " in line
+    assert "ingest failed: " in line
     assert re.search(message, line), line
     assert "Traceback" not in result.stdout + result.stderr
     assert without(snapshot(built), "params.yaml") == without(before, "params.yaml")  # dvc.lock too
@@ -100,9 +99,9 @@ def test_a_diverged_training_writes_no_model_and_restore_puts_back_the_previous(
     )
     assert restore.returncode == 0, restore.stderr
     (built / "params.yaml").write_bytes(before["params.yaml"])
-    # Model and reports are back as dvc.lock records them; only validate, which passed the diverging
+    # Model and reports are back as dvc.lock records them; only ingest, which passed the diverging
     # params, checks the file again.
-    assert ran_stages(dvc("repro", cwd=built).stdout) == {"validate"}
+    assert ran_stages(dvc("repro", cwd=built).stdout) == {"ingest"}
     assert snapshot(built) == before
 
 
@@ -118,8 +117,7 @@ def mounted(folder: Path, size: str, *, read_only: bool = False) -> Iterator[Non
         shutil.rmtree(kept)
         pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
     try:
-        for path in kept.iterdir():
-            shutil.copy2(path, folder / path.name)
+        shutil.copytree(kept, folder, dirs_exist_ok=True)
         if read_only:
             subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         yield

@@ -1,29 +1,58 @@
-"""Train and evaluate on tiny synthetic splits: model shapes, checkpoint, history, metrics, determinism."""
+"""Train and evaluate on tiny synthetic splits: model shapes, checkpoint, DVCLive's logs, metrics,
+determinism."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
-import keras
 import numpy as np
-import pandas as pd
 import pytest
-import tensorflow as tf
+import yaml
 
-from pipeline import evaluate, model_file, models, train
-from pipeline.dataset import CLASS_NAMES
-from pipeline.ingest import ingest
-from pipeline.params import DenseModelParams, load_params
-from pipeline.paths import Paths
-from pipeline.preprocess import run as preprocess
-from pipeline.splits import Split, load_split, save_split
+from conftest import processed, tiny_params
+from pipeline.core.dataset import CLASS_NAMES
+from pipeline.core.params import DenseModelParams, load_params
+from pipeline.core.paths import Paths
+from pipeline.core.splits import Split, load_split, save_split
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tensorflow() -> None:
+    """TensorFlow and the model code load when this module's first test runs, not at collection."""
+    global keras, tf, pd, models, model_file, training, train, evaluate  # noqa: PLW0603
+    import keras
+    import pandas as pd
+    import tensorflow as tf
+
+    from pipeline.model import families as models
+    from pipeline.model import files as model_file
+    from pipeline.model import training
+    from pipeline.stages import evaluate, train
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, synthetic_source) -> Paths:
+    """A project trained with the tiny params, once for the tests that start from a good model."""
+    root = tmp_path_factory.mktemp("trained")
+    paths = processed(root, synthetic_source)
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    train.run(paths, load_params(params_file).train)
+    return paths
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path) -> Paths:
+    """A copy of :func:`trained_once` of the test's own."""
+    shutil.copytree(trained_once.root, tmp_path, dirs_exist_ok=True)
+    return Paths(tmp_path)
 
 
 @pytest.fixture
 def paths(tmp_path, synthetic_source) -> Paths:
     paths = Paths(tmp_path)
-    ingest([str(synthetic_source.directory)], synthetic_source.sha256, paths.raw_dir)
-    preprocess(paths, test_size=0.2, random_state=42, stratify=False)
+    processed(paths.root, synthetic_source)
     return paths
 
 
@@ -65,8 +94,8 @@ def test_the_model_scales_uint8_pixels_exactly_as_dividing_by_255(tmp_path) -> N
 @pytest.mark.parametrize(
     ("key", "values"),
     [
-        ("train.model.dense.steps_per_execution", (1, 3, 100)),
-        ("train.validation_batch_size", (None, 7, 4096)),
+        ("train.model.dense.steps_per_execution", (1, 100)),
+        ("train.validation_batch_size", (7, 4096)),
     ],
 )
 def test_speed_params_change_the_speed_not_the_weights(paths, params_file, key, values) -> None:
@@ -82,20 +111,16 @@ def test_speed_params_change_the_speed_not_the_weights(paths, params_file, key, 
 
 @pytest.mark.parametrize(
     ("name", "learning_rate", "cls", "expected_rate"),
-    [
-        ("sgd", None, keras.optimizers.SGD, 0.01),
-        ("adam", 0.005, keras.optimizers.Adam, 0.005),
-        ("rmsprop", None, keras.optimizers.RMSprop, 0.001),
-    ],
+    [("sgd", None, "SGD", 0.01), ("adam", 0.005, "Adam", 0.005), ("rmsprop", None, "RMSprop", 0.001)],
 )
 def test_make_optimizer(name, learning_rate, cls, expected_rate) -> None:
-    optimizer = train.make_optimizer(name, learning_rate)
-    assert isinstance(optimizer, cls)
+    optimizer = training.make_optimizer(name, learning_rate)
+    assert isinstance(optimizer, getattr(keras.optimizers, cls))
     assert float(optimizer.learning_rate) == pytest.approx(expected_rate)
 
 
 def test_adamw_and_the_cosine_schedule() -> None:
-    optimizer = train.make_optimizer("adamw", None, "cosine", total_steps=100)
+    optimizer = training.make_optimizer("adamw", None, "cosine", total_steps=100)
     assert isinstance(optimizer, keras.optimizers.AdamW)
     schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
     assert float(schedule(0)) == pytest.approx(0.001)  # AdamW's Keras default
@@ -103,6 +128,7 @@ def test_adamw_and_the_cosine_schedule() -> None:
     assert float(schedule(100)) == pytest.approx(0.0)
 
 
+@pytest.mark.integration  # 13 s: a CNN trained twice and evaluated
 def test_a_small_cnn_trains_exports_and_repeats_exactly(paths, params_file) -> None:
     """Every CNN option at once, tiny: augmentation, BN, bfloat16, AdamW with the cosine schedule."""
     overrides = {
@@ -136,10 +162,19 @@ def test_a_small_cnn_trains_exports_and_repeats_exactly(paths, params_file) -> N
 def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, params_file) -> None:
     params = load_params(params_file)
     history = train.run(paths, params.train)
-    assert list(history.columns) == train.HISTORY_COLUMNS
+    assert list(history.columns) == training.HISTORY_COLUMNS
     assert list(history["epoch"]) == [1, 2, 3]
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
-    assert pd.read_csv(paths.history_csv).equals(history)
+    logged = paths.train_live_dir / "plots" / "metrics"
+    for split, name in (("train", "loss"), ("eval", "loss"), ("train", "accuracy"), ("eval", "accuracy")):
+        column = "val_" + name if split == "eval" else name  # DVCLive's names for Keras's
+        epochs = pd.read_csv(logged / split / f"{name}.tsv", sep="\t")
+        assert list(epochs.columns) == ["step", name]  # no timestamp: same run, same bytes
+        np.testing.assert_allclose(epochs[name], history[column], rtol=1e-6)
+    summary = json.loads((paths.train_live_dir / "metrics.json").read_text())
+    best = history.loc[history["val_loss"].idxmin()]
+    assert summary["step"] == 2 and summary["best"]["epoch"] == best["epoch"]
+    assert summary["best"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
     for png in (paths.loss_png, paths.accuracy_png):
         assert png.read_bytes()[:4] == b"\x89PNG"
 
@@ -156,21 +191,20 @@ def test_train_then_evaluate_writes_every_output_and_is_deterministic(paths, par
     assert [row["label"] for row in per_class] == list(range(len(CLASS_NAMES)))
     assert set(per_class[8]) == {"label", "class", "precision", "recall", "f1"}
     assert metrics["test"]["macro_f1"] == pytest.approx(sum(row["f1"] for row in per_class) / len(per_class))
-    predictions = pd.read_csv(paths.predictions_csv)
-    assert list(predictions.columns) == ["actual", "predicted", "actual_label", "predicted_label"]
-    assert len(predictions) == 100
-    assert (predictions["actual"] == [CLASS_NAMES[label] for label in predictions["actual_label"]]).all()
+    predictions = pd.DataFrame(json.loads(paths.confusion_json.read_text()))
+    assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 100
+    assert set(predictions["actual"]) == set(CLASS_NAMES)
     accuracy = (predictions["actual"] == predictions["predicted"]).mean()
     assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
     for png in (paths.confusion_png, paths.f1_png):
         assert png.read_bytes()[:4] == b"\x89PNG"
 
-    first_metrics = paths.metrics_json.read_bytes()
+    first_reports = reports(paths)
     first_model_weights = restored.get_weights()
     first_export = paths.keras_model.read_bytes()
     train.run(paths, params.train)
     evaluate.run(paths, params.evaluate)
-    assert paths.metrics_json.read_bytes() == first_metrics
+    assert reports(paths) == first_reports  # every DVCLive file and figure, byte for byte
     assert paths.keras_model.read_bytes() == first_export  # byte for byte: DVC sees no change
     for before, after in zip(
         first_model_weights, keras.models.load_model(paths.model).get_weights(), strict=True
@@ -195,9 +229,9 @@ def test_early_stopping_stops_and_checkpoint_keeps_the_best_epoch(paths, params_
     assert metrics["val"]["loss"] == pytest.approx(history["val_loss"].min(), rel=1e-5)
 
 
-def test_a_failed_training_leaves_the_previous_model(paths, params_file) -> None:
+def test_a_failed_training_leaves_the_previous_model(trained, params_file) -> None:
+    paths = trained
     params = load_params(params_file)
-    train.run(paths, params.train)
     before = paths.model.read_bytes(), paths.keras_model.read_bytes()
     val = load_split(paths.split("val"))
     save_split(paths.split("val"), Split(val.x, np.full_like(val.y, 99)))  # fails at validation time
@@ -207,21 +241,21 @@ def test_a_failed_training_leaves_the_previous_model(paths, params_file) -> None
     assert sorted(p.name for p in paths.model.parent.iterdir()) == ["best-model.h5", "model.keras"]
 
 
+@pytest.mark.integration  # 10 s: TensorFlow's allocator waits before it gives up
 def test_a_model_too_big_for_memory_is_one_clear_error() -> None:
     """Past the schema's bounds (built unchecked here), TensorFlow cannot allocate the kernel."""
     huge = DenseModelParams.model_construct(hidden_units=[2_000_000_000], activation="relu", dropout=0.0)
     with (
         pytest.raises(
-            train.OutOfMemory, match=r"out of memory building .*shape\[784,2000000000\].*hidden_units"
+            training.OutOfMemory, match=r"out of memory building .*shape\[784,2000000000\].*hidden_units"
         ),
-        train.memory_errors_explained("building the model", "reduce train.model.dense.hidden_units"),
+        training.memory_errors_explained("building the model", "reduce train.model.dense.hidden_units"),
     ):
         models.make_dense((28, 28), 10, huge)
 
 
-def test_a_diverged_run_keeps_the_previous_model(paths, params_file) -> None:
-    params = load_params(params_file)
-    train.run(paths, params.train)
+def test_a_diverged_run_keeps_the_previous_model(trained, params_file) -> None:
+    paths = trained
     before = paths.model.read_bytes(), paths.keras_model.read_bytes()
     diverging = load_params(
         params_file,
@@ -232,7 +266,15 @@ def test_a_diverged_run_keeps_the_previous_model(paths, params_file) -> None:
             "train.model.dense.dropout": 0.0,
         },
     )
-    with pytest.raises(train.TrainingDiverged, match="no epoch reached a finite val_loss.*learning_rate"):
+    with pytest.raises(training.TrainingDiverged, match="no epoch reached a finite val_loss.*learning_rate"):
         train.run(paths, diverging.train)
     assert (paths.model.read_bytes(), paths.keras_model.read_bytes()) == before
     assert sorted(p.name for p in paths.model.parent.iterdir()) == ["best-model.h5", "model.keras"]
+
+
+def reports(paths: Paths) -> dict[str, bytes]:
+    return {
+        path.relative_to(paths.root).as_posix(): path.read_bytes()
+        for path in sorted(paths.reports_dir.rglob("*"))
+        if path.is_file()
+    }

@@ -76,7 +76,8 @@ def test_checks_out_history_without_keeping_credentials(report_job: dict[str, An
     assert checkout["with"]["persist-credentials"] is False
     python = next(step for step in steps if step.get("uses", "").startswith("actions/setup-python@"))
     assert str(python["with"]["python-version"]) == "3.11"
-    assert "pip install -e ." in step_running(steps, "pip install")["run"]
+    install = step_running(steps, "pip install")["run"]
+    assert "pip install -r requirements/runtime.lock" in install and "pip install --no-deps -e ." in install
 
 
 def test_only_the_pull_step_sees_the_storage_secrets(
@@ -122,7 +123,7 @@ def test_a_second_job_posts_only_its_own_comment(comment_job: dict[str, Any]) ->
     assert 'select(.user.login == "github-actions[bot]")' in post["run"]
     assert 'startswith("<!-- fashion-pipeline review report -->")' in post["run"]
     assert "$(head" not in post["run"] and "${marker}" not in post["run"]
-    from pipeline.report import MARKER
+    from pipeline.commands.report import MARKER
 
     assert MARKER == "<!-- fashion-pipeline review report -->"
 

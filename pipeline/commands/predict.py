@@ -1,0 +1,181 @@
+"""``python -m pipeline predict``: classify images with the self-contained ``models/model.keras``.
+
+Inputs, told apart by their content:
+
+- image files Pillow reads (PNG, JPEG, ...), any size and colour mode, made to look like the
+  training data: transparency on white, grayscale (16-bit and float images scaled to 8 bits), a light
+  background inverted to the dataset's dark one (judged by the border pixels' mean), then shrunk to
+  fit 28x28 with its aspect ratio kept and centred on black;
+- ``.npy`` arrays and IDX files (``.gz`` or not) as batches: shape ``(28, 28)``, ``(N, 28, 28)`` or
+  ``(N, 28, 28, 1)``; integers 0-255, or floats in [0, 255], or in [0, 1] as the tutorial's ``x / 255``.
+
+The pixels go through :func:`pipeline.model.inference.classify`, as the evaluate stage's do. Arguments and
+inputs are checked before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.commands import run_command
+from pipeline.core import logs
+from pipeline.core.dataset import CLASS_NAMES, IMAGE_SIDE, InputError, as_pixels
+from pipeline.core.idx import IdxError, decode_idx
+from pipeline.core.paths import Paths
+
+log = logging.getLogger(__name__)
+
+_NPY_MAGIC = b"\x93NUMPY"
+_GZIP_MAGIC = b"\x1f\x8b"
+_IMAGE_MAGICS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def read_inputs(path: Path) -> np.ndarray:
+    """The images in one file, as a uint8 batch ``(N, 28, 28)``."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+            file.seek(0)
+            if head.startswith(_NPY_MAGIC):
+                array = _load_npy(file, path)
+            elif head.startswith(_GZIP_MAGIC) or head[:2] == b"\x00\x00":
+                array = decode_idx(file.read(), str(path))
+            else:
+                return image_to_pixels(_open_image(file, path))[np.newaxis]
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder; give image, .npy or IDX files") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except IdxError as exc:
+        raise InputError(str(exc)) from None
+    return as_pixels(array, str(path))
+
+
+def _load_npy(file: BinaryIO, path: Path) -> np.ndarray:
+    try:
+        return np.load(file, allow_pickle=False)
+    except (ValueError, EOFError) as exc:  # a truncated file, or objects that would need unpickling
+        raise InputError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())})") from None
+
+
+def _open_image(file: BinaryIO, path: Path) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(file)
+            image.load()
+    except UnidentifiedImageError:
+        file.seek(0)
+        if file.read(8).startswith(_IMAGE_MAGICS):
+            raise InputError(f"{path}: broken image file (an image's header, unreadable data)") from None
+        raise InputError(f"{path}: not an image, .npy array or IDX file") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: refused, too many pixels ({exc})") from None
+    except (OSError, SyntaxError) as exc:  # truncated or corrupt image data
+        raise InputError(f"{path}: broken image file ({exc})") from None
+    return image
+
+
+def image_to_pixels(image: Image.Image) -> np.ndarray:
+    """A picture as the training data looks: 28x28 uint8, light garment on a dark background."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+    gray = Image.fromarray(_eight_bit(image))
+    pixels = np.asarray(gray)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if border.mean() > 127:  # a light background, as in photos and scans: invert to dark
+        gray = ImageOps.invert(gray)
+        border = 255 - border
+    background = int(np.median(border))
+    if background:  # a beige or gray background: down to the dataset's black, the garment stretched
+        gray = gray.point(lambda value: round(max(0, value - background) * 255 / (255 - background)))
+    gray = ImageOps.contain(gray, (IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (IMAGE_SIDE, IMAGE_SIDE), 0)
+    canvas.paste(gray, ((IMAGE_SIDE - gray.width) // 2, (IMAGE_SIDE - gray.height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _eight_bit(image: Image.Image) -> np.ndarray:
+    """Grayscale 0-255, scaling 16-bit and float images rather than clipping them."""
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        high = values.max() if values.size else 0
+        scale = 255.0 if image.mode == "F" and high <= 1 else 255.0 / 65535 if high > 255 else 1.0
+        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def run(paths: Sequence[Path], model: Path, top_k: int, as_json: bool) -> int:
+    """The command: one line per image on stdout, one per bad input on stderr; 1 if any input failed.
+
+    ``top_k`` and the inputs are checked before the model (and TensorFlow) loads."""
+    if not 1 <= top_k <= len(CLASS_NAMES):
+        raise InputError(f"--top-k must be 1 to {len(CLASS_NAMES)}; got {top_k}")
+    batches, failed = [], False
+    for path in paths:
+        try:
+            batches.append((path, read_inputs(path)))
+        except InputError as exc:
+            log.error("%s", exc)
+            failed = True
+    if not batches:
+        return 1
+    if not model.is_file():
+        raise InputError(f"{model}: no such model file; train one with `dvc repro train`")
+    with logs.native_start_up_lines_dropped():
+        from pipeline.model.inference import Classifier, classify
+    classifier = Classifier.load(model)
+    if top_k > len(classifier.class_names):
+        raise InputError(f"--top-k must be 1 to {len(classifier.class_names)} for {model}; got {top_k}")
+    predictions = iter(classify(np.concatenate([b for _, b in batches]), classifier, top_k=top_k))
+    for path, batch in batches:
+        for index in range(len(batch)):
+            print(_line(path, index, len(batch), next(predictions), as_json))
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline predict",
+        description="Classify image files (PNG, JPEG, ...), .npy arrays and IDX files with the trained "
+        "model. One line per image: path, class, probability, the top-k classes (tab-separated).",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help="image, .npy or IDX files")
+    parser.add_argument(
+        "--model", type=Path, default=Paths().keras_model, help="a .keras model (default: models/model.keras)"
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead")
+    args = parser.parse_args(argv)
+    return run_command("predict", lambda: run(args.inputs, args.model, args.top_k, args.json))
+
+
+def _line(path: Path, index: int, count: int, prediction, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "path": str(path),
+                "index": index,
+                "class": prediction.class_name,
+                "label": prediction.label,
+                "probability": round(prediction.probability, 6),
+                "top_k": [{"class": name, "probability": round(p, 6)} for name, p in prediction.top_k],
+            }
+        )
+    where = f"{path}[{index}]" if count > 1 else str(path)
+    ranking = ", ".join(f"{name} {p:.3f}" for name, p in prediction.top_k)
+    return f"{where}\t{prediction.class_name}\t{prediction.probability:.3f}\t{ranking}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

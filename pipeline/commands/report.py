@@ -1,0 +1,424 @@
+"""``python -m pipeline report``: review a change by its numbers and pictures, in Markdown.
+
+Compares the workspace's ``metrics.json`` and params with a git revision (a PR's base branch), lists
+the figures, and applies the regression gate of the ``review`` params section. DVC reads the base
+revision (``dvc metrics diff`` / ``dvc params diff`` see the same values); the builders below are pure
+functions of plain dicts, so the Markdown is deterministic: sorted keys, fixed decimals.
+Never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import atomic
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import ReviewParams
+from pipeline.core.paths import Paths
+
+log = logging.getLogger(__name__)
+
+DECIMALS = 4
+GATE_METRIC = "test.accuracy"
+MARKER = "<!-- fashion-pipeline review report -->"  # lets a CI job find and update its own comment
+_MISSING = "—"
+
+
+class ReportError(PipelineError):
+    """The base revision or the workspace has no metrics to compare, or the revision is unknown."""
+
+
+class GateFailed(PipelineError):
+    """The new metrics break a ``review.*`` threshold; the report was still written."""
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    name: str
+    old: float | None
+    new: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.old is None or self.new is None else self.new - self.old
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    name: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    param: str
+    threshold: float | None
+    value: float | None
+    passed: bool
+    message: str
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested metrics dict by dotted key, as ``dvc metrics diff`` names them."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def metric_rows(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[MetricRow]:
+    """Old/new rows of every scalar metric except the per-class scores, sorted by name."""
+    old_flat, new_flat = flatten(old), flatten(new)
+    names = sorted(name for name in old_flat.keys() | new_flat.keys() if ".per_class." not in name)
+    return [MetricRow(name, old_flat.get(name), new_flat.get(name)) for name in names]
+
+
+def per_class_scores(table: Sequence[Mapping[str, Any]] | None, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Scores by class name: from ``per_class.json``'s rows, or, at a revision from before that
+    file, from its ``metrics.json`` (``test.per_class``)."""
+    if table is not None:
+        return {row["class"]: row for row in table}
+    return dict(metrics.get("test", {}).get("per_class", {}))
+
+
+def per_class_rows(
+    old_classes: Mapping[str, Any], new_classes: Mapping[str, Any], score: str = "f1"
+) -> list[MetricRow]:
+    """Old/new ``score`` of each test class, sorted by class name."""
+    return [
+        MetricRow(name, old_classes.get(name, {}).get(score), new_classes.get(name, {}).get(score))
+        for name in sorted(old_classes.keys() | new_classes.keys())
+    ]
+
+
+def param_changes(params_diff: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[ParamChange]:
+    """Rows of ``dvc params diff``'s ``{file: {key: {"old", "new"}}}`` (``file:key`` off params.yaml)."""
+    changes = []
+    for file, keys in params_diff.items():
+        for key, values in keys.items():
+            name = key if file == "params.yaml" else f"{file}:{key}"
+            changes.append(ParamChange(name, values.get("old"), values.get("new")))
+    return sorted(changes, key=lambda change: change.name)
+
+
+def gate_checks(old: Mapping[str, Any], new: Mapping[str, Any], review: ReviewParams) -> list[GateCheck]:
+    """The regression gate: a floor on the new test accuracy and a cap on its drop against the base."""
+    old_value, new_value = flatten(old).get(GATE_METRIC), flatten(new).get(GATE_METRIC)
+    checks = []
+    floor = review.min_test_accuracy
+    if new_value is None:
+        passed = floor is None
+        message = f"{GATE_METRIC} is missing from the new metrics"
+    else:
+        passed = floor is None or new_value >= floor
+        relation = "is below" if not passed else "meets"
+        message = f"{GATE_METRIC} {_number(new_value)} {relation} review.min_test_accuracy {_number(floor)}"
+    checks.append(GateCheck("review.min_test_accuracy", floor, new_value, passed, message))
+
+    cap = review.max_test_accuracy_drop
+    drop = None if old_value is None or new_value is None else old_value - new_value
+    if drop is None:
+        passed = cap is None
+        message = f"{GATE_METRIC} is missing from the base or the new metrics"
+    else:
+        # Rounding keeps float noise (0.75 - 0.74 = 0.0100000001) from failing a drop equal to the cap.
+        passed = cap is None or round(drop, 9) <= cap
+        relation = "more than" if not passed else "within"
+        change = f"dropped {_number(drop)}" if drop > 0 else f"rose {_number(-drop)}" if drop < 0 else "held"
+        message = (
+            f"{GATE_METRIC} {change} ({_number(old_value)} -> {_number(new_value)}), "
+            f"{relation} review.max_test_accuracy_drop {_number(cap)}"
+        )
+    checks.append(GateCheck("review.max_test_accuracy_drop", cap, drop, passed, message))
+    return checks
+
+
+def build_report(
+    *,
+    base: str,
+    base_commit: str | None,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    params: Sequence[ParamChange],
+    checks: Sequence[GateCheck],
+    images: Sequence[tuple[str, str]] = (),
+    stale_stages: Sequence[str] = (),
+    per_class: Sequence[MetricRow] = (),
+) -> str:
+    """The whole Markdown report; ``images`` are ``(title, link)`` pairs, ``per_class`` the F1 rows."""
+    lines = _report_lines(base, base_commit, old, new, params, checks, images, stale_stages, per_class)
+    return "\n".join(lines) + "\n"
+
+
+def _report_lines(
+    base: str,
+    base_commit: str | None,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    params: Sequence[ParamChange],
+    checks: Sequence[GateCheck],
+    images: Sequence[tuple[str, str]],
+    stale_stages: Sequence[str],
+    per_class: Sequence[MetricRow],
+) -> Iterator[str]:
+    commit = f" (`{base_commit[:7]}`)" if base_commit else ""
+    yield MARKER
+    yield "# Model review"
+    yield ""
+    yield f"This change (the workspace) against base `{base}`{commit}."
+    if stale_stages:
+        yield ""
+        stages = ", ".join(sorted(stale_stages))
+        yield (
+            f"> **Warning:** the pipeline is not up to date (`dvc status`: {stages}); "
+            "run `dvc repro` so the metrics match the params."
+        )
+    enabled = [check for check in checks if check.threshold is not None]
+    failed = [check for check in enabled if not check.passed]
+    if failed:
+        yield ""
+        yield "**Regression gate failed:** " + "; ".join(check.message for check in failed) + "."
+
+    yield ""
+    yield "## Metrics"
+    yield ""
+    yield from metric_table(metric_rows(old, new))
+    if per_class:
+        yield ""
+        yield "<details>"
+        yield "<summary>Per-class F1 (test set)</summary>"
+        yield ""
+        yield from metric_table(per_class, label="Class")
+        yield ""
+        yield "</details>"
+
+    yield ""
+    yield "## Params"
+    yield ""
+    if params:
+        yield "| Param | Base | New |"
+        yield "| --- | --- | --- |"
+        for change in params:
+            yield f"| `{_cell(change.name)}` | {_cell(_param(change.old))} | {_cell(_param(change.new))} |"
+    else:
+        yield "No params changed."
+
+    yield ""
+    yield "## Regression gate"
+    yield ""
+    if enabled:
+        yield "| Check | Threshold | Value | Result |"
+        yield "| --- | ---: | ---: | --- |"
+        for check in enabled:
+            result = "pass" if check.passed else "**FAIL**"
+            yield f"| `{check.param}` | {_number(check.threshold)} | {_number(check.value)} | {result} |"
+    else:
+        yield "Off: set `review.min_test_accuracy` or `review.max_test_accuracy_drop` in `params.yaml`."
+
+    yield ""
+    yield "## Plots"
+    yield ""
+    yield (
+        "Interactive loss, accuracy, confusion-matrix and per-class plots of both revisions: "
+        f"`python -m pipeline plots diff {base}` (writes `dvc_plots/index.html`, drawn offline)."
+    )
+    for title, link in images:
+        yield ""
+        yield f"### {title}"
+        yield ""
+        yield f"![{title}]({link})"
+
+
+def metric_table(
+    rows: Sequence[MetricRow], label: str = "Metric", old: str = "Base", new: str = "New"
+) -> Iterator[str]:
+    """The Markdown table of ``rows``: old and new values and the change, fixed decimals; the review
+    report's and the flow's metrics artifact's."""
+    yield f"| {label} | {old} | {new} | Change |"
+    yield "| --- | ---: | ---: | ---: |"
+    for row in rows:
+        yield f"| {_cell(row.name)} | {_number(row.old)} | {_number(row.new)} | {_delta(row.delta)} |"
+
+
+def _number(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.{DECIMALS}f}"
+
+
+def _delta(value: float | None) -> str:
+    if value is None:
+        return _MISSING
+    text = f"{value:+.{DECIMALS}f}"
+    return f"{0:.{DECIMALS}f}" if float(text) == 0 else text  # never "-0.0000" vs "+0.0000"
+
+
+def _param(value: Any) -> str:
+    """Values as YAML writes them inline: ``null``, ``true``, ``[16]``, ``adam``."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --- I/O: everything above is pure -----------------------------------------------------------------
+
+
+def run(
+    paths: Paths,
+    review: ReviewParams,
+    *,
+    base: str,
+    output: Path | None = None,
+    image_base_url: str | None = None,
+) -> str:
+    """Write the report to ``output`` (stdout when ``None``), then raise :class:`GateFailed` if it fails."""
+    compared = read_revisions(paths, base)
+    checks = gate_checks(compared.old, compared.new, review)
+    link_dir = output.parent if output is not None else Path(".")
+    images = [
+        (title, image_link(path, paths.root, link_dir, image_base_url))
+        for title, path in paths.figures().items()
+        if path.is_file()
+    ]
+    text = build_report(
+        base=base,
+        base_commit=compared.base_commit,
+        old=compared.old,
+        new=compared.new,
+        params=compared.params,
+        checks=checks,
+        images=images,
+        stale_stages=compared.stale_stages,
+        per_class=per_class_rows(compared.old_classes, compared.new_classes),
+    )
+    if output is None:
+        print(text, end="")
+    else:
+        atomic.write_text(output, text)
+        log.info("review of the workspace against %s -> %s", base, output)
+    failed = [check.message for check in checks if check.threshold is not None and not check.passed]
+    if failed:
+        where = "above" if output is None else f"in {output}"
+        raise GateFailed(f"the report is written ({where}); regression gate failed: " + "; ".join(failed))
+    return text
+
+
+def image_link(path: Path, root: Path, link_dir: Path, base_url: str | None) -> str:
+    """``base_url/<repo path>`` when given, else the path relative to the report's folder."""
+    if base_url:
+        return f"{base_url.rstrip('/')}/{path.relative_to(root).as_posix()}"
+    return Path(os.path.relpath(path, link_dir)).as_posix()
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """What the report compares, read from the base revision and the workspace."""
+
+    old: dict[str, Any]
+    new: dict[str, Any]
+    params: list[ParamChange]
+    base_commit: str | None
+    stale_stages: list[str]
+    old_classes: dict[str, Any]  # per-class scores by class name
+    new_classes: dict[str, Any]
+
+
+def read_revisions(paths: Paths, base: str) -> Revisions:
+    """Base and workspace metrics, the params diff, the base commit, stale stages and the per-class
+    scores of both, through DVC and git."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from scmrepo.exceptions import SCMError
+
+    target = str(paths.metrics_json)
+    try:
+        with Repo(str(paths.root)) as repo:
+            base_commit = repo.scm.resolve_rev(base)
+            shown = repo.metrics.show(targets=[target], revs=[base], hide_workspace=False, on_error="return")
+            old = _metrics_of(shown, base, target, f"base {base!r}")
+            new = _metrics_of(shown, "workspace", target, "the workspace")
+            params = param_changes(repo.params.diff(a_rev=base).get("diff", {}))
+            stale = sorted(repo.status())
+            base_fs = repo.scm.get_fs(base_commit)
+            # where DVCLive keeps them, or, at a revision from before it, where evaluate wrote them
+            found = [path for path in (paths.per_class_json, paths.evaluate_live_dir / "per_class.json")]
+            found = [path.relative_to(paths.root).as_posix() for path in found]
+            found = [path for path in found if base_fs.exists(path)]
+            base_table = json.loads(base_fs.read_text(found[0])) if found else None
+    except (DvcException, SCMError) as exc:
+        raise ReportError(f"cannot compare with {base!r}: {exc}") from None
+    new_table = json.loads(paths.per_class_json.read_text()) if paths.per_class_json.is_file() else None
+    return Revisions(
+        old,
+        new,
+        params,
+        base_commit,
+        stale,
+        per_class_scores(base_table, old),
+        per_class_scores(new_table, new),
+    )
+
+
+def _metrics_of(shown: Mapping[str, Any], rev: str, target: str, where: str) -> dict[str, Any]:
+    result = shown.get(rev, {})
+    error = result.get("error")
+    files = result.get("data", {})
+    entry = next(iter(files.values()), {}) if files else {}
+    error = error or entry.get("error")
+    if error is not None or not entry.get("data"):
+        missing = error is None or isinstance(error, FileNotFoundError)
+        reason = f"{target} is not there" if missing else f"{target}: {error}"
+        fix = "run `dvc repro`" if rev == "workspace" else "commit a run (dvc.lock and reports/) there"
+        raise ReportError(f"{where} has no metrics: {reason}; {fix}")
+    return entry["data"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.commands import run_command
+    from pipeline.core.params import DEFAULT_PARAMS_PATH, load_params
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline report",
+        description="Markdown review of the workspace's metrics, params and plots against a git revision.",
+    )
+    parser.add_argument(
+        "--params", type=Path, default=DEFAULT_PARAMS_PATH, help="params file (default: params.yaml)"
+    )
+    parser.add_argument("--base", default="main", help="git revision to compare with (default: main)")
+    parser.add_argument("--output", type=Path, help="write the Markdown here (default: stdout)")
+    parser.add_argument(
+        "--image-base-url", help="URL prefix for the PNG links (default: paths relative to --output)"
+    )
+    args = parser.parse_args(argv)
+
+    def review() -> int:
+        try:
+            run(
+                Paths(),
+                load_params(args.params).review,
+                base=args.base,
+                output=args.output,
+                image_base_url=args.image_base_url,
+            )
+        except GateFailed as exc:  # the report is done; the change did not pass
+            log.error("%s", exc)
+            return 1
+        return 0
+
+    return run_command("report", review)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Model files: the tutorial's ``.h5`` checkpoint and the self-contained ``.keras`` export.
+
+Both load with ``safe_mode``: a model file may come from a shared DVC remote, so one that would run
+code when loaded is refused. The ``.keras`` file carries the class names in its ``metadata.json``
+(Keras writes that file and never reads it back) and is written byte-for-byte reproducibly, so DVC
+sees a changed file only when the model changed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+
+from pipeline.core import atomic
+from pipeline.core.errors import PipelineError
+
+METADATA_JSON = "metadata.json"  # keras.src.saving.saving_lib's name for it
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can have
+
+
+class ModelFileError(PipelineError):
+    """A model file is missing, not a Keras model, or would run code when loaded."""
+
+
+def load(path: Path) -> keras.Model:
+    """Load ``path`` (``.h5`` or ``.keras``) without running any code it carries; not compiled (the
+    caller compiles what it measures)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file; train one with `dvc repro train`")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        text = str(exc).strip()
+        first_line = text.splitlines()[0] if text else type(exc).__name__
+        raise ModelFileError(
+            f"{path}: refused, not a model this pipeline trains or unsafe to load ({first_line}); "
+            "train it again with `dvc repro train`"
+        ) from None
+
+
+def class_names(path: Path) -> tuple[str, ...]:
+    """The class names that :func:`save_keras` stored in ``path``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = json.loads(archive.read(METADATA_JSON)).get("class_names")
+    except zipfile.BadZipFile:
+        raise ModelFileError(
+            f"{path}: not a .keras file; predict needs the export that carries the class names "
+            "(models/model.keras)"
+        ) from None
+    except (OSError, KeyError, ValueError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ModelFileError(
+            f"{path}: no class names in its {METADATA_JSON}; export it with `dvc repro train`"
+        )
+    return tuple(names)
+
+
+def save_keras(model: keras.Model, target: Path, class_names: tuple[str, ...]) -> None:
+    """Write ``model`` as a ``.keras`` file with ``class_names`` in its metadata, atomically.
+
+    Keras stamps the save time into the metadata and the zip entries; both are fixed here, so the
+    same model gives the same bytes.
+    """
+    with atomic.atomic_path(target) as tmp:
+        model.save(tmp)
+        atomic.write_bytes(tmp, _reproducible(tmp.read_bytes(), class_names))
+
+
+def _reproducible(keras_zip: bytes, class_names: tuple[str, ...]) -> bytes:
+    output = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(keras_zip)) as source, zipfile.ZipFile(output, "w") as target:
+        for entry in source.infolist():
+            content = source.read(entry)
+            if entry.filename == METADATA_JSON:
+                metadata = json.loads(content)
+                metadata.pop("date_saved", None)
+                metadata["class_names"] = list(class_names)
+                content = json.dumps(metadata, indent=2, sort_keys=True).encode()
+            info = zipfile.ZipInfo(entry.filename, date_time=_FIXED_ZIP_TIME)
+            info.compress_type = entry.compress_type
+            info.external_attr = 0o644 << 16
+            target.writestr(info, content)
+    return output.getvalue()

@@ -1,0 +1,194 @@
+"""The training loop: seeding, optimizers, ``model.fit`` with the tutorial's checkpoint callback and
+DVCLive's, one log line per epoch, and the checks that keep a diverged or out-of-memory run's
+model out of ``models/``."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.logs import progress
+from pipeline.core.params import TrainParams
+from pipeline.core.splits import Split
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+_OPTIMIZERS = {
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adamw": keras.optimizers.AdamW,
+}
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow seeds plus deterministic ops: same params, same weights."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(
+    name: str, learning_rate: float | None, schedule: str = "constant", total_steps: int = 1
+) -> keras.optimizers.Optimizer:
+    """The named optimizer; ``learning_rate=None`` keeps Keras's default for it.
+
+    ``schedule="cosine"`` decays the rate to 0 over ``total_steps`` (``CosineDecay``).
+    """
+    optimizer = _OPTIMIZERS[name]
+    if learning_rate is None:
+        learning_rate = inspect.signature(optimizer).parameters["learning_rate"].default
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    return optimizer(learning_rate=learning_rate)
+
+
+def fit(
+    model: keras.Model, train: Split, val: Split, params: TrainParams, checkpoint_path: Path, live: Live
+) -> pd.DataFrame:
+    """Train with validation; ``ModelCheckpoint(save_best_only=True)`` keeps the lowest val_loss and
+    DVCLive's callback logs every epoch to ``live``. The history, one row per epoch."""
+    steps_per_epoch = math.ceil(len(train.y) / params.batch_size)
+    model.compile(
+        optimizer=make_optimizer(
+            params.optimizer,
+            params.learning_rate,
+            params.learning_rate_schedule,
+            total_steps=params.epochs * steps_per_epoch,
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=params.model.family.steps_per_execution,
+    )
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True),
+        DVCLiveCallback(live=live),
+        keras.callbacks.TerminateOnNaN(),
+        EpochLog(params.epochs, live),
+    ]
+    if params.early_stopping.enabled:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=params.early_stopping.patience,
+                restore_best_weights=params.early_stopping.restore_best_weights,
+            )
+        )
+    legacy_h5_notice = _DropMessages("HDF5 file via `model.save()`")
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(legacy_h5_notice)  # the tutorial's .h5 is a deliberate, documented choice
+    try:
+        history = model.fit(
+            train.x,
+            train.y,
+            validation_data=(val.x, val.y),
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            validation_batch_size=params.validation_batch_size,
+            callbacks=callbacks,
+            verbose=0,  # EpochLog: one log line per epoch, which the Prefect flow also receives
+        )
+    finally:
+        absl_logger.removeFilter(legacy_h5_notice)
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", range(1, len(frame) + 1))
+    return frame[HISTORY_COLUMNS]
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch, from what DVCLive logged for it (the callback before this one): its
+    number out of the total, the losses, accuracies and seconds; the flow's progress artifact too."""
+
+    def __init__(self, epochs: int, live: Live) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.live = live
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logged = self.live.summary  # {"train": {"loss": ..., "accuracy": ...}, "eval": {...}}
+
+        def number(split: str, name: str) -> float:  # DVCLive keeps a NaN loss as the text "nan"
+            try:
+                return float(logged.get(split, {}).get(name, "nan"))
+            except (TypeError, ValueError):
+                return float("nan")
+
+        val_accuracy = number("eval", "accuracy")
+        log.info(
+            "epoch %d/%d: loss %.4f accuracy %.4f | val_loss %.4f val_accuracy %.4f | %.1f s",
+            epoch + 1,
+            self.epochs,
+            number("train", "loss"),
+            number("train", "accuracy"),
+            number("eval", "loss"),
+            val_accuracy,
+            time.monotonic() - self.started,
+            extra=progress(
+                epoch + 1, self.epochs, f"epoch {epoch + 1} of {self.epochs}, val_accuracy {val_accuracy:.4f}"
+            ),
+        )
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+class TrainingDiverged(PipelineError):
+    """No epoch reached a finite validation loss: there is no model worth keeping."""
+
+
+class OutOfMemory(PipelineError):
+    """The model or a batch does not fit in memory."""
+
+
+@contextlib.contextmanager
+def memory_errors_explained(doing: str, fix: str) -> Iterator[None]:
+    """Turn TensorFlow's and Python's out-of-memory errors into one line that says what to change."""
+    try:
+        yield
+    except (MemoryError, tf.errors.ResourceExhaustedError) as exc:
+        allocation = re.search(r"OOM when allocating tensor with shape\[[^\]]*\]", str(exc))
+        detail = allocation.group(0) if allocation else type(exc).__name__
+        raise OutOfMemory(f"out of memory {doing} ({detail}); {fix}") from None
+
+
+def check_converged(history: pd.DataFrame, checkpoint: Path, learning_rate: float | None) -> keras.Model:
+    """Refuse a diverged run before its checkpoint can replace a good model; the best model otherwise."""
+    finite = np.isfinite(history["val_loss"].to_numpy(dtype=float))
+    model = keras.models.load_model(checkpoint, compile=False, safe_mode=True) if finite.any() else None
+    weights = model.get_weights() if model else []
+    if model is None or not all(np.isfinite(layer).all() for layer in weights):
+        rate = "the optimizer's default" if learning_rate is None else learning_rate
+        raise TrainingDiverged(
+            f"training diverged: no epoch reached a finite val_loss (learning rate {rate}), so the "
+            "previous model is kept; lower train.learning_rate or use another train.optimizer"
+        )
+    if not finite.all():
+        log.warning(
+            "training stopped at epoch %d: the loss became NaN; the checkpoint keeps the best epoch before",
+            len(history),
+        )
+    return model

@@ -1,0 +1,70 @@
+"""Stage 3, train: build the Keras model from params and keep its best epoch in ``best-model.h5``.
+
+The uint8 splits go to ``model.fit`` as they are; the model scales its input itself. The best epoch
+is also exported as ``model.keras``, which carries the class names: all ``predict`` needs. DVCLive
+logs each epoch to ``reports/train/`` (``dvc exp show`` shows a running experiment's epochs) and
+its summary adds the best epoch; the learning-curve figures go beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from pipeline.core import figures, logs, stage_cli
+from pipeline.core.atomic import atomic_path
+from pipeline.core.dataset import CLASS_NAMES
+from pipeline.core.params import Params, TrainParams
+from pipeline.core.paths import Paths
+from pipeline.core.splits import load_split
+from pipeline.model import families, files, training
+
+log = logging.getLogger(__spec__.name)  # "pipeline.stages.x", also when run as __main__
+
+
+def main(params: Params, paths: Paths) -> None:
+    """The stage's command: ``train.*`` from params."""
+    run(paths, params.train)
+
+
+def run(paths: Paths, params: TrainParams) -> pd.DataFrame:
+    """Read the train/val splits; write the best model (``.h5`` and ``.keras``), DVCLive's log and the
+    learning curves; the history, one row per epoch."""
+    training.seed_everything(params.seed)
+    train, val = load_split(paths.split("train")), load_split(paths.split("val"))
+    with training.memory_errors_explained(
+        "building or training the model",
+        f"reduce train.batch_size or the layer sizes in train.model.{params.model.architecture}",
+    ):
+        model = families.make_model(train.x.shape[1:], len(CLASS_NAMES), params.model)
+        log.info(
+            "model %s: %s parameters, %d layers", model.name, f"{model.count_params():,}", len(model.layers)
+        )
+        model.summary(print_fn=log.debug)
+        with logs.live_log(paths.train_live_dir) as live, atomic_path(paths.model) as checkpoint:
+            history = training.fit(model, train, val, params, checkpoint, live)
+            best_model = training.check_converged(history, checkpoint, params.learning_rate)
+            files.save_keras(best_model, paths.keras_model, CLASS_NAMES)
+            row = history.loc[history["val_loss"].idxmin()]
+            best = {
+                "epoch": int(row["epoch"]),
+                "val_loss": float(row["val_loss"]),
+                "val_accuracy": float(row["val_accuracy"]),
+            }
+            live.summary["best"] = best  # beside the last epoch's numbers, which DVCLive keeps
+            for metric, path in (("loss", paths.loss_png), ("accuracy", paths.accuracy_png)):
+                live.log_image(path.name, figures.as_image(figures.learning_curve(history, metric)))
+    log.info(
+        "best epoch %d of %d: val_loss %.4f, val_accuracy %.4f -> %s",
+        best["epoch"],
+        len(history),
+        best["val_loss"],
+        best["val_accuracy"],
+        paths.model,
+    )
+    return history
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_cli.run("train", main))

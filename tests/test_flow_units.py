@@ -1,0 +1,186 @@
+"""The flows' helpers and command line, without a Prefect server or a pipeline run: params and
+overrides, the sweep grid and ranking, the metrics table, telemetry. Prefect and the flows are
+imported inside the tests, so the fast tier collects without them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from pipeline.core.params import ParamsError, read_raw_params
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--override", "train.epoch=3"],
+            "--override: unknown param 'train.epoch'; did you mean 'train.epochs'",
+        ),
+        (["--override", "train.epochs=0"], "train.epochs (set by --override): Input should be greater than"),
+    ],
+)
+def test_a_bad_override_is_one_line_and_exit_2_before_any_server_starts(
+    project: Path, arguments: list[str], message: str
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "flows", "run", *arguments],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "temporary Prefect server" not in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_a_temporary_server_of_this_package_sends_no_telemetry() -> None:
+    """Offline, Prefect's telemetry only logs errors; a server configured by the user keeps its own."""
+    code = "import flows, prefect.settings as s; print(s.get_current_settings().server.analytics_enabled)"
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "False"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "true"
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == "True"
+
+
+def test_stage_order_comes_from_dvc_yaml(project: Path) -> None:
+    from flows.stage import pipeline_stages
+
+    assert pipeline_stages(project) == ["ingest", "preprocess", "train", "evaluate"]
+
+
+def test_metrics_table_shows_previous_current_and_change() -> None:
+    from flows import reports
+
+    previous = {"val": {"accuracy": 0.8, "loss": 0.5}, "test": {"accuracy": 0.75, "loss": 0.6}}
+    current = {"val": {"accuracy": 0.85, "loss": 0.45}, "test": {"accuracy": 0.7, "loss": 0.65}}
+    table = reports.metrics_markdown(current, previous, start_name="Commit abc1234")
+    assert "| Metric | Commit abc1234 | This run | Change |" in table
+    assert "| val.accuracy | 0.8000 | 0.8500 | +0.0500 |" in table
+    assert "| test.accuracy | 0.7500 | 0.7000 | -0.0500 |" in table
+    assert "| test.loss | — | 0.6500 | — |" in reports.metrics_markdown(current, None)
+
+
+def test_write_params_edits_only_the_changed_values(tmp_path: Path) -> None:
+    from flows.params_update import write_params
+
+    repo_params = REPO_ROOT / "params.yaml"
+    target = tmp_path / "params.yaml"
+    target.write_text(repo_params.read_text())
+    assert write_params(target, read_raw_params(target)) == []
+    assert target.read_text() == repo_params.read_text()
+
+    changed = write_params(
+        target, read_raw_params(target, {"train.epochs": "3", "train.learning_rate": 0.01})
+    )
+    assert sorted(changed) == ["train.epochs", "train.learning_rate"]
+    old, new = repo_params.read_text().splitlines(), target.read_text().splitlines()
+    edited = [(before, after) for before, after in zip(old, new, strict=True) if before != after]
+    assert [after.split("#")[0].strip() for _, after in edited] == ["epochs: 3", "learning_rate: 0.01"]
+    assert "# null = the optimizer's Keras default" in edited[1][1]  # the line keeps its comment
+
+
+def test_a_params_file_means_overrides_of_the_keys_it_holds(tmp_path: Path) -> None:
+    from flows.cli import overrides_from
+
+    other = tmp_path / "other.yaml"
+    other.write_text("train:\n  epochs: 7\n  model:\n    dense:\n      hidden_units: [8, 4]\n")
+    assert overrides_from(other, []) == {"train.epochs": 7, "train.model.dense.hidden_units": [8, 4]}
+    assert overrides_from(other, [("train.epochs", "9")])["train.epochs"] == "9"  # --override wins
+    other.write_text("train:\n  epochz: 7\n")
+    with pytest.raises(ParamsError, match=r"other\.yaml: unknown param 'train\.epochz'"):
+        overrides_from(other, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "pair"),
+    [
+        ("train.epochs=3", ("train.epochs", "3")),
+        ("train.model.dense.hidden_units=[8, 4]", ("train.model.dense.hidden_units", "[8, 4]")),
+    ],
+)
+def test_override_arguments_split_at_the_first_equals_sign(text: str, pair: tuple[str, str]) -> None:
+    from flows.params_update import key_value
+
+    assert key_value(text) == pair
+
+
+@pytest.mark.parametrize(
+    ("grid", "expected"),
+    [
+        (["train.epochs=10,20"], [{"train.epochs": "10"}, {"train.epochs": "20"}]),
+        (
+            ["train.model.dense.hidden_units=[100],[256,128]", "train.optimizer=choice(adam,sgd)"],
+            [
+                {"train.model.dense.hidden_units": "[100]", "train.optimizer": "adam"},
+                {"train.model.dense.hidden_units": "[100]", "train.optimizer": "sgd"},
+                {"train.model.dense.hidden_units": "[256,128]", "train.optimizer": "adam"},
+                {"train.model.dense.hidden_units": "[256,128]", "train.optimizer": "sgd"},
+            ],
+        ),
+        (["train.seed=range(1,4)"], [{"train.seed": "1"}, {"train.seed": "2"}, {"train.seed": "3"}]),
+        (["train.epochs=5"], [{"train.epochs": "5"}]),
+    ],
+)
+def test_the_grid_uses_dvcs_sweep_grammar(grid: list[str], expected: list[dict[str, str]]) -> None:
+    from flows.params_update import trial_overrides
+
+    assert trial_overrides(grid) == expected
+
+
+def test_a_malformed_grid_is_one_clear_error() -> None:
+    from flows.params_update import trial_overrides
+
+    with pytest.raises(ParamsError, match=r"not a sweep DVC understands \(train.epochs=choice\(1,\)"):
+        trial_overrides(["train.epochs=choice(1,"])
+
+
+def test_trials_rank_by_validation_accuracy_and_failures_come_last() -> None:
+    from flows.sweep_flow import rank, ranking_table, varied_keys
+
+    def result(trial: int, accuracy: float, loss: float) -> dict:
+        metrics = {"val": {"accuracy": accuracy, "loss": loss}, "test": {"accuracy": 0.5, "loss": 1.0}}
+        overrides = {"train.epochs": str(trial), "train.seed": "1"}
+        return {
+            "trial": trial,
+            "overrides": overrides,
+            "experiment": f"exp-{trial}",
+            "metrics": metrics,
+            "train_seconds": 1.25,
+        }
+
+    failed = {"trial": 4, "overrides": {"train.epochs": "4", "train.seed": "1"}, "error": "boom"}
+    ranked = rank([result(1, 0.8, 0.5), failed, result(2, 0.9, 0.4), result(3, 0.9, 0.3)])
+    assert [r["trial"] for r in ranked] == [3, 2, 1, 4]
+    trials = [r["overrides"] for r in ranked]
+    assert varied_keys(trials) == ["train.epochs"]
+    table = ranking_table(ranked, varied_keys(trials))
+    assert table[0] == {
+        "rank": 1,
+        "experiment": "exp-3",
+        "train.epochs": "3",
+        "val accuracy": 0.9,
+        "test accuracy": 0.5,
+        "val loss": 0.3,
+        "train s": 1.2,
+        "status": "ok",
+    }
+    assert table[-1]["rank"] == "-" and table[-1]["status"] == "failed: boom"
+
+
+def test_default_workers_fit_the_machine() -> None:
+    from flows.sweep_flow import default_workers
+
+    assert 1 <= default_workers() <= (os.cpu_count() or 1)
