@@ -127,7 +127,7 @@ def test_report_has_old_new_and_delta_with_fixed_decimals() -> None:
     assert per_class == {"Bag": ["0.5000", "0.6250", "+0.1250"], "Trouser": ["0.9000", "0.9000", "0.0000"]}
     assert "<details>\n<summary>Per-class F1 (test set)</summary>" in text
     assert table(text, "Param") == {"train.epochs": ["20", "3"]}
-    assert "![Loss per epoch](reports/train/plots/images/loss.png)" in text
+    assert "![Loss per epoch](reports/train/loss.png)" in text
     assert "`python -m pipeline plots diff main`" in text
     assert "Regression gate" in text and "Off:" in text
 
@@ -351,7 +351,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
     set_params(project, {"train.epochs": 2})
     result, text = run_report(project, "--base", "main")
     assert result.returncode == 0, result.stderr
-    assert text is not None and "the pipeline is not up to date (`dvc status`: train, validate)" in text
+    assert text is not None and "the pipeline is not up to date (`dvc status`: ingest, train)" in text
     result, text = run_report(project, "--base", first_commit)
     assert result.returncode == 1
     message = f"base '{first_commit}' has no metrics: reports/evaluate/metrics.json is not there"
