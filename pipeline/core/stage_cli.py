@@ -38,36 +38,50 @@ def run(stage: str, stage_main: StageMain, argv: Sequence[str] | None = None) ->
         "--params", type=Path, default=DEFAULT_PARAMS_PATH, help="params file (default: params.yaml)"
     )
     args = parser.parse_args(argv)
-    try:
-        logs.configure()
-    except PipelineError as exc:
-        log.error("%s not run: %s", stage, exc)
-        return 1
-    # SIGTERM (a cancelled run, `kill`) unwinds like Ctrl-C, so temporary files go and outputs stay whole.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    under_dvc = bool(os.environ.get(DVC_STAGE_ENV))
-    if under_dvc:
-        _stop_with_dvc()
-    try:
+
+    def body() -> None:
+        under_dvc = bool(os.environ.get(DVC_STAGE_ENV))
+        if under_dvc:
+            _stop_with_dvc()
         paths = Paths()
         for leftover in atomic.remove_abandoned(paths.output_folders()):
             log.info("removed %s, left by a run that was killed", leftover)
         stage_main(load_params(args.params), paths)
         if under_dvc:  # run by DVC: keep this run where `restore` finds it
             remember(Path("."), stage)
+
+    return guarded(
+        stage,
+        body,
+        hint=_restore_hint(stage),
+        interrupted="interrupted before it finished; nothing it wrote is left half-written",
+    )
+
+
+def guarded(
+    name: str, command: Callable[[], int | None], *, hint: str = "", interrupted: str = "interrupted"
+) -> int:
+    """Run ``command`` with the stages' logging; a failure a user can fix is one line (ending in
+    ``hint``), a bug its traceback. The exit status: ``command``'s, 1, or 130 on Ctrl-C."""
+    try:
+        logs.configure()
     except PipelineError as exc:
-        log.error("%s failed: %s%s", stage, exc, _restore_hint(stage))
+        log.error("%s not run: %s", name, exc)
         return 1
+    # SIGTERM (a cancelled run, `kill`) unwinds like Ctrl-C, so temporary files go and outputs stay whole.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return command() or 0
+    except PipelineError as exc:
+        log.error("%s failed: %s%s", name, exc, hint)
     except OSError as exc:  # a missing input, a full disk, a read-only or forbidden folder
-        log.error("%s failed: %s%s", stage, describe_os_error(exc), _restore_hint(stage))
-        return 1
+        log.error("%s failed: %s%s", name, describe_os_error(exc), hint)
     except Exception as exc:  # a bug or an unforeseen failure: the traceback, and its gist on line one
-        log.error("%s failed: %s: %s", stage, type(exc).__name__, exc, exc_info=True)
-        return 1
+        log.error("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=True)
     except KeyboardInterrupt:
-        log.error("%s interrupted before it finished; nothing it wrote is left half-written", stage)
+        log.error("%s %s", name, interrupted)
         return 130
-    return 0
+    return 1
 
 
 def remember(root: Path, stage: str) -> None:
