@@ -52,6 +52,9 @@ if [ -z "${VIRTUAL_ENV:-}" ] && [ "$in_venv" = 0 ] && [ "$(id -u)" -ne 0 ]; then
   pip_args+=(--user)
 fi
 if $dev; then lock=requirements/dev.lock; else lock=requirements/runtime.lock; fi
+# pip before 24 takes a second, unpinned copy of a package asked for with an extra (httpx[http2])
+# and then refuses the lock file's hashes
+"$python" -m pip install "${pip_args[@]}" "pip>=24.2"
 "$python" -m pip install "${pip_args[@]}" -r "$lock"  # every dependency, at the tested version
 "$python" -m pip install "${pip_args[@]}" --no-deps -e .  # the project itself, on top
 echo "fashion-pipeline installed with $("$python" --version)"
