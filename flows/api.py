@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 from prefect.settings import get_current_settings
 
@@ -38,8 +39,10 @@ os.execv(sys.executable, [sys.executable, "-m", "prefect", *sys.argv[2:]])
 def ensure_api(argv: list[str]) -> None:
     """Return if a Prefect API is configured (or the kernel cannot stop a server for us: not Linux);
     otherwise start a temporary server and re-run ``argv``, this command's arguments, against it."""
-    if get_current_settings().api.url or not sys.platform.startswith("linux"):
+    settings = get_current_settings()
+    if settings.api.url or not sys.platform.startswith("linux"):
         return
+    _check_writable(Path(settings.home))
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     args = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
@@ -61,6 +64,19 @@ def ensure_api(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "flows", *argv])
 
 
+def _check_writable(home: Path) -> None:
+    """The temporary server keeps its database in ``PREFECT_HOME``: fail in one line if it cannot."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=home).close()
+    except OSError as exc:
+        raise RuntimeError(
+            f"the temporary Prefect server keeps its database in PREFECT_HOME ({home}), which cannot be "
+            f"written ({exc.strerror}); set PREFECT_HOME to a writable folder, or PREFECT_API_URL to a "
+            "running server"
+        ) from None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,8 +88,10 @@ def _wait_until_healthy(url: str, server: subprocess.Popen, log) -> None:
     while time.monotonic() < deadline:
         if server.poll() is not None:
             log.seek(0)
-            output = log.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"the temporary Prefect server exited: {output}")
+            output = log.read().decode(errors="replace")
+            lines = [line.strip() for line in output.splitlines() if line.strip()]
+            cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
+            raise RuntimeError(f"the temporary Prefect server exited: {cause[:300]}")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2):
             return
         time.sleep(0.5)

@@ -25,6 +25,7 @@ from pipeline.core.params import (
     DEFAULT_PARAMS_PATH,
     leaf_values,
     parse_raw_params,
+    read_params_text,
     read_raw_params,
     validate_params,
 )
@@ -59,7 +60,7 @@ def check_params(project: Path, rev: str | None, overrides: dict[str, Any], orig
         )
     else:
         path = project / DEFAULT_PARAMS_PATH
-        text, source = path.read_text(), str(DEFAULT_PARAMS_PATH)
+        text, source = read_params_text(path), str(DEFAULT_PARAMS_PATH)
     for key, value in overrides.items():  # one at a time, so an unknown key names where it came from
         parse_raw_params(text, source, {key: value}, overrides_source=origins.get(key, "--override"))
     validate_params(parse_raw_params(text, source, overrides), source=source, overridden=origins)
@@ -167,7 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from flows.api import ensure_api  # Prefect's import takes seconds: after the checks
 
-    ensure_api(list(sys.argv[1:] if argv is None else argv))
+    try:
+        ensure_api(list(sys.argv[1:] if argv is None else argv))
+    except RuntimeError as exc:
+        parser.exit(1, f"{parser.prog} {args.command}: error: {exc}\n")
     return run_command(args, project, overrides)
 
 

@@ -37,7 +37,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows import params_update, reports, stage, workspace
-from pipeline.core.params import DEFAULT_PARAMS_PATH, parse_raw_params, validate_params
+from pipeline.core.params import DEFAULT_PARAMS_PATH, parse_raw_params, read_params_text, validate_params
 from pipeline.core.paths import Paths
 
 METRICS_ARTIFACT = "fashion-metrics"
@@ -114,7 +114,7 @@ def fashion_pipeline(
     ) as made:
         paths = Paths(made.root)
         start = reports.read_metrics(paths.metrics_json)
-        requested = requested_params((made.root / DEFAULT_PARAMS_PATH).read_text(), overrides, rev)
+        requested = requested_params(read_params_text(made.root / DEFAULT_PARAMS_PATH), overrides, rev)
         outcomes, experiment, _ = reproduce_in(made.root, requested)
         if experiment and project:
             workspace.share_experiment(made.root, experiment, project)

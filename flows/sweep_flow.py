@@ -53,7 +53,13 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from flows import probe, reports, stage, workspace
 from flows.params_update import trial_overrides
 from flows.pipeline_flow import reproduce_in
-from pipeline.core.params import DEFAULT_PARAMS_PATH, ParamsError, parse_raw_params, validate_params
+from pipeline.core.params import (
+    DEFAULT_PARAMS_PATH,
+    ParamsError,
+    parse_raw_params,
+    read_params_text,
+    validate_params,
+)
 from pipeline.core.paths import Paths
 
 SWEEP_ARTIFACT = "fashion-sweep"
@@ -139,7 +145,8 @@ def run_shared_stages(
     ) as made:
         stages = stage.stages_independent_of(made.root, swept)
         log.info("run once for every trial: %s", ", ".join(stages) or "no stage")
-        requested = parse_raw_params((made.root / DEFAULT_PARAMS_PATH).read_text(), str(DEFAULT_PARAMS_PATH))
+        params_text = read_params_text(made.root / DEFAULT_PARAMS_PATH)
+        requested = parse_raw_params(params_text, str(DEFAULT_PARAMS_PATH))
         reproduce_in(made.root, requested, stages=stages, record="never", label="shared")
         if share_with is None:  # for the trials on other workers, through the DVC remote
             workspace.push_results(made.root, None, None, log)
@@ -180,7 +187,7 @@ def run_trial(
     ):
         try:
             params = made.root / DEFAULT_PARAMS_PATH
-            requested = parse_raw_params(params.read_text(), str(params), overrides)
+            requested = parse_raw_params(read_params_text(params), str(params), overrides)
             result = reproduce_in(made.root, requested, record="always", label=label, stop=stopped)
         except Exception:
             if stopped.is_set():

@@ -16,6 +16,7 @@ COMMANDS = {
     "report": "report",
     "plots": "plots",
     "restore": "restore",
+    "verify": "verify",
     "validate": "validate",
     "params-doc": "params_doc",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -116,3 +117,35 @@ def test_plots_without_data_or_of_an_unknown_revision_is_one_error_line(tmp_path
     assert "Traceback" not in nothing.stderr + unknown.stderr
     shown = plots("show")
     assert shown.returncode == 0 and (tmp_path / "dvc_plots/index.html").is_file()
+
+
+@pytest.mark.integration
+def test_plots_missing_a_declared_plot_is_an_error_naming_it(reproduced: Path) -> None:
+    kept = reproduced.parent / "train-reports"
+    shutil.move(reproduced / "reports" / "train", kept)
+    some = pipeline_cli("plots", "show", cwd=reproduced)
+    assert some.returncode == 1
+    (line,) = [line for line in some.stderr.splitlines() if " ERROR " in line]
+    assert "lacks plots that dvc.yaml declares" in line
+    assert "Loss per epoch, Accuracy per epoch, reports/train/plots/images; run `dvc repro`" in line
+
+    shutil.rmtree(reproduced / "reports")
+    none = pipeline_cli("plots", "show", cwd=reproduced)  # DVC writes a page of nothing and exits 0
+    assert none.returncode == 1
+    for plot in ("Confusion matrix (test set)", "Per-class F1 (test set)", "reports/preprocess/samples.png"):
+        assert plot in none.stderr
+    assert "Traceback" not in some.stderr + none.stderr
+
+
+@pytest.mark.integration
+def test_plots_from_a_subfolder_draw_the_projects_plots(reproduced: Path) -> None:
+    page = reproduced / "dvc_plots" / "index.html"
+    assert pipeline_cli("plots", "show", cwd=reproduced).returncode == 0
+    from_root = page.read_bytes()
+    page.unlink()
+    from_reports = pipeline_cli("plots", "show", cwd=reproduced / "reports")
+    assert from_reports.returncode == 0, from_reports.stderr
+    assert page.read_bytes() == from_root  # the same plots, their files named from the project's root
+    elsewhere = pipeline_cli("plots", "show", "--out", "here", cwd=reproduced / "reports")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert (reproduced / "reports" / "here" / "index.html").read_bytes() == from_root

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, unshare_works
 from pipeline.core.params import ParamsError, read_raw_params
 
 
@@ -42,6 +42,30 @@ def test_a_bad_override_is_one_line_and_exit_2_before_any_server_starts(
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "temporary Prefect server" not in result.stderr
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs unshare --mount (root)")
+def test_a_read_only_home_is_one_line_naming_prefect_home(project: Path, tmp_path: Path) -> None:
+    """Without ``PREFECT_API_URL`` the temporary server keeps its database under ``PREFECT_HOME``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (
+        f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && "
+        f"exec env -u PREFECT_API_URL -u PREFECT_HOME HOME={home} {sys.executable} -W ignore -m flows run"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"python -m flows run: error: the temporary Prefect server keeps its database in PREFECT_HOME "
+        f"({home}/.prefect), which cannot be written (Read-only file system); set PREFECT_HOME to a "
+        "writable folder, or PREFECT_API_URL to a running server"
+    )
 
 
 def test_a_temporary_server_of_this_package_sends_no_telemetry() -> None:

@@ -524,9 +524,9 @@ INTERNALS = [
     ),
     Internal(
         "oid-to-path",
-        "repo.cache.local.oid_to_path(md5)",
+        "out.cache.oid_to_path(md5) (the local cache of an output)",
         "dvc",
-        r"\.cache\.local\.oid_to_path\(",
+        r"\.cache\.oid_to_path\(",
         check_oid_to_path,
     ),
     Internal(
@@ -643,7 +643,7 @@ INTERNALS = [
         "api-url-setting",
         "prefect.settings.get_current_settings().api.url (PREFECT_API_URL)",
         "prefect",
-        r"get_current_settings\(\)\.api\.url",
+        r"settings\.api\.url",
         check_api_url_setting,
     ),
     Internal(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -243,3 +245,64 @@ def test_the_params_reference_is_generated_from_the_schema() -> None:
     documented = {line.split("`")[1] for line in expected.splitlines() if line.startswith("| `")}
     assert documented == keys
     assert "|  |" not in expected  # no key without a description
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """4 KB of YAML whose aliases expand to 10**levels strings."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def validate_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline validate`` in ``tmp_path``, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,  # the alias bomb took 65 s before the cap
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (alias_bomb(), "more than 10,000 values once YAML aliases (*name) are expanded"),
+        ("train: {epochs: 3}\n" + "#" * 300_000, "params file is 300,019 bytes; at most 262,144 are read"),
+        ("train:\n  epochs: " + "9" * 100_000 + "\n", "not valid YAML: Exceeds the limit (4300 digits)"),
+        ("train:\n  epochs: '" + "x" * 1_000_000 + "'\n", "the params file is 1,000,020 bytes"),
+    ],
+    ids=["alias-bomb", "too-big", "huge-integer", "one-mib-value"],
+)
+def test_params_files_beyond_limits_are_one_short_line(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "params.yaml").write_text(content)
+    result = validate_cli(tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert message in line
+    assert len(line) < 500
+
+
+def test_long_values_are_cut_in_messages(tmp_path: Path, raw_params: dict) -> None:
+    raw_params["train"]["optimizer"] = "adam" * 50_000  # 200 KB, under the size cap
+    result = validate_cli(tmp_path, "--params", str(write(tmp_path, raw_params)))
+    (line,) = result.stderr.splitlines()
+    assert "train.optimizer" in line and "(199,922 more characters)" in line
+    assert len(line) < 500
+
+
+def test_a_params_path_that_is_a_folder_is_one_line(tmp_path: Path) -> None:
+    result = validate_cli(tmp_path, "--params", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(f"validate failed: {tmp_path}: the params file is a folder")
+
+
+def test_a_look_alike_key_says_it_has_non_ascii_letters(tmp_path: Path) -> None:
+    text = (REPO_ROOT / "params.yaml").read_text().replace("  epochs:", "  \u0435pochs:", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    expected = r"train\.еpochs: unknown key \(it has non-ASCII letters: 'е' U\+0435\)"
+    with pytest.raises(ParamsError, match=expected):
+        load_params(tmp_path / "params.yaml")

@@ -317,6 +317,11 @@ def test_report_against_a_committed_run(project: Path) -> None:
     dvc_params = json.loads(dvc("params", "diff", "main", "--json", cwd=project).stdout)
     assert dvc_params == {"params.yaml": {"train.epochs": {"old": 3, "new": 1, "diff": -2}}}
     assert "![Loss per epoch](reports/train/plots/images/loss.png)" in text
+    # From a subfolder: the project's metrics, --output from there, image links from the report's folder.
+    inside = run(sys.executable, "-m", "pipeline", "report", "--output", "review.md", cwd=project / "reports")
+    assert "review of the workspace against main -> reports/review.md" in inside.stderr
+    assert "![Loss per epoch](train/plots/images/loss.png)" in (project / "reports/review.md").read_text()
+    (project / "reports/review.md").unlink()
 
     # The gate: review.* reruns only the check of the whole params file, and a floor above the new
     # accuracy fails the command.
@@ -394,3 +399,26 @@ def test_experiments_run_queue_show_and_diff(project: Path) -> None:
         old_metrics["test"]["accuracy"],
         new_metrics["test"]["accuracy"],
     )
+
+
+@pytest.mark.integration
+def test_report_refuses_an_output_that_dvc_tracks(project: Path) -> None:
+    metrics = project / "reports/evaluate/metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"test": {"accuracy": 0.9}}')
+    (project / "notes.txt").write_text("kept by DVC\n")
+    dvc("add", "-q", "notes.txt", cwd=project)
+    for output, tracked in (
+        ("reports/evaluate/metrics.json", "reports/evaluate/metrics.json (evaluate)"),
+        ("data/raw/review.md", "data/raw (ingest)"),
+        ("notes.txt", "notes.txt (notes.txt.dvc)"),
+    ):
+        result, _ = run_report(project, "--output", output)  # the last --output counts
+        assert result.returncode == 1
+        (line,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
+        assert f"report failed: --output {output}: DVC tracks {tracked}; write the report elsewhere" in line
+    inside, _ = run_report(project / "reports", "--output", "evaluate/metrics.json")  # from a subfolder
+    assert "--output reports/evaluate/metrics.json: DVC tracks" in inside.stderr
+    assert metrics.read_text() == '{"test": {"accuracy": 0.9}}'
+    assert (project / "notes.txt").read_text() == "kept by DVC\n"
+    assert not (project / "data/raw/review.md").exists()

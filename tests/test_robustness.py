@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import keras
 import pytest
+import yaml
 
-from conftest import dvc, ran_stages, set_params, snapshot
+from conftest import commit_all, dvc, ran_stages, set_params, snapshot
 from pipeline.core.paths import Paths
 
 pytestmark = pytest.mark.integration
@@ -171,3 +173,55 @@ def test_a_model_file_that_would_run_code_is_refused(built: Path) -> None:
     (line,) = errors(result)
     assert "evaluate failed: " in line and "models/best-model.h5: refused" in line
     assert "Traceback" not in result.stderr
+
+
+def test_restore_needs_no_git_program_and_works_from_a_subfolder(built: Path, tmp_path: Path) -> None:
+    """The outputs git keeps come from its last commit through DVC, not the ``git`` program; a cache
+    without them (a fresh clone's) leaves git's commit as the only copy."""
+    commit_all(built, "a run")
+    before = snapshot(built)
+    lock = yaml.safe_load((built / "dvc.lock").read_text())
+    (metrics,) = [
+        out for out in lock["stages"]["train"]["outs"] if out["path"] == "reports/train/metrics.json"
+    ]
+    cache = built / ".dvc" / "cache" / "files" / "md5"
+    (cache / metrics["md5"][:2] / metrics["md5"][2:]).unlink()
+    shutil.rmtree(built / "reports" / "train")
+    for model in (Paths(built).model, Paths(built).keras_model):
+        model.unlink()
+    no_git = tmp_path / "bin"
+    no_git.mkdir()
+    restore = subprocess.run(
+        [sys.executable, "-m", "pipeline", "restore", "train"],
+        cwd=built / "reports",
+        env={**os.environ, "PATH": str(no_git)},
+        capture_output=True,
+        text=True,
+    )
+    assert restore.returncode == 0, restore.stderr
+    for path in (
+        "models/best-model.h5",
+        "models/model.keras",
+        "reports/train/plots",
+        "reports/train/metrics.json",
+    ):
+        assert f"{path}: put back as dvc.lock records it" in restore.stderr
+    assert snapshot(built) == before
+    assert json.loads(dvc("status", "--json", cwd=built).stdout) == {}
+
+
+def test_restore_outside_a_git_repository_or_the_project_is_one_line(built: Path, tmp_path: Path) -> None:
+    shutil.rmtree(built / ".git")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for where, message in (
+        (built, f"{built} is not a git repository: DVC needs the project's git repository"),
+        (outside, "you are not inside of a DVC repository"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "restore", "train"], cwd=where, capture_output=True, text=True
+        )
+        assert result.returncode == 1
+        (line,) = errors(result)
+        assert "restore failed: " in line and message in line, line
+        assert "Traceback" not in result.stderr

@@ -3,8 +3,8 @@
 Compares the workspace's ``metrics.json`` and params with a git revision (a PR's base branch), lists
 the figures, and applies the regression gate of the ``review`` params section. DVC reads the base
 revision (``dvc metrics diff`` / ``dvc params diff`` see the same values); the builders below are pure
-functions of plain dicts, so the Markdown is deterministic: sorted keys, fixed decimals.
-Never imports TensorFlow.
+functions of plain dicts, so the Markdown is deterministic: sorted keys, fixed decimals. It runs from
+any folder of the project, and refuses an ``--output`` that DVC tracks. Never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.commands.verify import enter_project, open_project
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import ReviewParams
@@ -284,6 +285,8 @@ def run(
     image_base_url: str | None = None,
 ) -> str:
     """Write the report to ``output`` (stdout when ``None``), then raise :class:`GateFailed` if it fails."""
+    if output is not None:
+        refuse_tracked(paths.root, output)
     compared = read_revisions(paths, base)
     checks = gate_checks(compared.old, compared.new, review)
     link_dir = output.parent if output is not None else Path(".")
@@ -313,6 +316,19 @@ def run(
         where = "above" if output is None else f"in {output}"
         raise GateFailed(f"the report is written ({where}); regression gate failed: " + "; ".join(failed))
     return text
+
+
+def refuse_tracked(root: Path, output: Path) -> None:
+    """Raise :class:`ReportError` when ``output`` is, or lies in, an output of dvc.yaml or a .dvc file."""
+    target = (root / output).resolve()
+    with open_project(root) as repo:
+        tracked = [out for out in repo.index.outs if target.is_relative_to(Path(out.fs_path).resolve())]
+    if tracked:
+        out = tracked[0]
+        raise ReportError(
+            f"--output {output}: DVC tracks {out.def_path} ({out.stage.addressing}); write the report "
+            "elsewhere (e.g. --output review.md)"
+        )
 
 
 def image_link(path: Path, root: Path, link_dir: Path, base_url: str | None) -> str:
@@ -393,9 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m pipeline report",
         description="Markdown review of the workspace's metrics, params and plots against a git revision.",
     )
-    parser.add_argument(
-        "--params", type=Path, default=DEFAULT_PARAMS_PATH, help="params file (default: params.yaml)"
-    )
+    parser.add_argument("--params", type=Path, help="params file (default: the project's params.yaml)")
     parser.add_argument("--base", default="main", help="git revision to compare with (default: main)")
     parser.add_argument("--output", type=Path, help="write the Markdown here (default: stdout)")
     parser.add_argument(
@@ -404,12 +418,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def review() -> int:
+        params, output = enter_project(args.params, args.output)
         try:
             run(
                 Paths(),
-                load_params(args.params).review,
+                load_params(params or DEFAULT_PARAMS_PATH).review,
                 base=args.base,
-                output=args.output,
+                output=output,
                 image_base_url=args.image_base_url,
             )
         except GateFailed as exc:  # the report is done; the change did not pass

@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.commands import run_command
+from pipeline.core.dataset import TRAIN_LABELS
+from pipeline.core.idx import read_idx
 from pipeline.core.params import DEFAULT_PARAMS_PATH, load_dataset_spec, load_params
 from pipeline.core.paths import Paths
+from pipeline.core.splits import check_split
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def validate() -> None:
-        load_params(args.params)
-        load_dataset_spec(Paths().dataset_spec)
-        log.info("%s and %s are valid", args.params, Paths().dataset_spec)
+        params, paths = load_params(args.params), Paths()
+        load_dataset_spec(paths.dataset_spec)
+        labels = paths.raw_dir / TRAIN_LABELS
+        if labels.is_file():  # the checks that need the data, once ingest has fetched it
+            split = params.preprocess
+            check_split(read_idx(labels), test_size=split.test_size, stratify=split.stratify)
+        log.info("%s and %s are valid", args.params, paths.dataset_spec)
 
     return run_command("validate", validate)
 

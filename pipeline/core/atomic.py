@@ -39,12 +39,17 @@ def atomic_path(target: Path) -> Iterator[Path]:
 _TEMPORARY = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TOKEN_HEX_BYTES}}}\.tmp(\.[^.]+)?")
 
 
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is named as this module names its temporary files."""
+    return _TEMPORARY.fullmatch(path.name) is not None
+
+
 def remove_abandoned(folders: list[Path]) -> list[Path]:
     """Remove the temporary files that killed writers left anywhere under ``folders``; those removed."""
     removed = []
     for folder in folders:
         for path in sorted(folder.rglob(".*.tmp*")) if folder.is_dir() else []:
-            if _TEMPORARY.fullmatch(path.name) and path.is_file():
+            if is_temporary(path) and path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed

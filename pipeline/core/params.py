@@ -22,6 +22,11 @@ from pipeline.core.errors import PipelineError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 _YAML = YAML(typ="safe")  # as DVC reads params (dvc.utils.serialize.parse_yaml)
+# What a params file (or preset, or dataset spec) may hold, checked before it is parsed or used: the
+# repository's is 3 KB with about 60 values; a YAML alias bomb is 4 KB that expands to billions.
+MAX_PARAMS_BYTES = 256 * 1024
+MAX_PARAMS_VALUES = 10_000
+MAX_SHOWN_CHARS = 80  # of a value quoted in an error message
 
 
 class ParamsError(PipelineError, ValueError):
@@ -260,10 +265,7 @@ class Params(_Section):
 def load_dataset_spec(path: Path | str) -> DatasetSpec:
     """Read and validate a dataset spec file; errors name the file and the key."""
     path = Path(path)
-    try:
-        raw = parse_raw_params(path.read_text(), str(path))
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: dataset spec not found") from None
+    raw = parse_raw_params(read_params_text(path, "dataset spec"), str(path))
     return _validated(DatasetSpec, raw, f"{path}: invalid dataset spec")
 
 
@@ -275,11 +277,24 @@ def load_params(path: Path | str = DEFAULT_PARAMS_PATH, overrides: Mapping[str, 
 def read_raw_params(path: Path | str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The YAML mapping in ``path`` with ``overrides`` applied, not yet validated."""
     path = Path(path)
+    return parse_raw_params(read_params_text(path), str(path), overrides)
+
+
+def read_params_text(path: Path, what: str = "params file") -> str:
+    """The text of a params-like file: a regular file of at most :data:`MAX_PARAMS_BYTES`."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: params file not found") from None
-    return parse_raw_params(text, str(path), overrides)
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            problem = f"the {what} is {kind}" if path.exists() else f"{what} not found"
+            raise ParamsError(f"{path}: {problem}")
+        if (size := path.stat().st_size) > MAX_PARAMS_BYTES:
+            raise ParamsError(f"{path}: the {what} is {size:,} bytes; at most {MAX_PARAMS_BYTES:,} are read")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise ParamsError(f"{path}: the {what} is {problem}") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read the {what}: {exc.strerror}") from None
 
 
 def parse_raw_params(
@@ -287,12 +302,18 @@ def parse_raw_params(
 ) -> dict[str, Any]:
     """The YAML mapping ``text`` (read from ``source``) with ``overrides`` (given by
     ``overrides_source``, for the messages) applied, not yet validated."""
+    if len(text) > MAX_PARAMS_BYTES:
+        limit = f"at most {MAX_PARAMS_BYTES:,} are read"
+        raise ParamsError(f"{source}: {len(text):,} characters of params; {limit}")
     try:
         raw = _YAML.load(text)
-    except YAMLError as exc:
-        raise ParamsError(f"{source}: not valid YAML: {_one_line(exc)}") from None
+    except (YAMLError, ValueError) as exc:  # ValueError: an integer of more than 4300 digits
+        raise ParamsError(f"{source}: not valid YAML: {shorten(_one_line(exc), 300)}") from None
+    except RecursionError:
+        raise ParamsError(f"{source}: not valid params: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level")
+    _check_expanded_size(raw, source)
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value, source=overrides_source)
     return raw
@@ -315,7 +336,10 @@ def _validated(
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error, overridden or {}) for error in exc.errors())
+        errors = exc.errors()
+        problems = "; ".join(_describe(error, overridden or {}) for error in errors[:5])
+        if len(errors) > 5:
+            problems += f"; and {len(errors) - 5} more"
         raise ParamsError(f"{what}: {problems}") from None
 
 
@@ -334,15 +358,50 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any, source: str | None = N
 def parse_value(key: str, text: str) -> Any:
     """An override's value, read as a YAML 1.2 scalar or flow collection (``3``, ``[8, 4]``, ``null``)."""
     if "\n" in text or "\r" in text:
-        raise ParamsError(f"override {key}: the value must be one line (got {text!r})")
+        raise ParamsError(f"override {key}: the value must be one line (got {shorten(repr(text))})")
     try:
         return _YAML.load(text)
-    except YAMLError as exc:
-        raise ParamsError(f"override {key}: not a YAML value ({_one_line(exc)}; got {text!r})") from None
+    except (YAMLError, ValueError, RecursionError) as exc:
+        problem = f"not a YAML value ({shorten(_one_line(exc))}; got {shorten(repr(text))})"
+        raise ParamsError(f"override {key}: {problem}") from None
+
+
+def _check_expanded_size(raw: Any, source: str) -> None:
+    """Refuse a document of more than :data:`MAX_PARAMS_VALUES` values once its aliases are expanded.
+
+    YAML aliases share one parsed object, so the count stops at the limit and costs no more than it.
+    """
+    pending, counted = [raw], 0
+    while pending:
+        node = pending.pop()
+        counted += 1
+        if counted > MAX_PARAMS_VALUES:
+            raise ParamsError(
+                f"{source}: more than {MAX_PARAMS_VALUES:,} values once YAML aliases (*name) are expanded; "
+                "a params file holds a few dozen"
+            )
+        if isinstance(node, dict):
+            pending.extend(node.keys())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
+def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
+
+
+def _non_ascii_note(key: str) -> str:
+    """`` (its letters 'е' (U+0435) are not ASCII)`` for a look-alike key, else nothing."""
+    odd = sorted({char for char in key if not char.isascii()})
+    if not odd:
+        return ""
+    return " (it has non-ASCII letters: " + ", ".join(f"{char!r} U+{ord(char):04X}" for char in odd) + ")"
 
 
 def leaf_values(raw: Mapping[str, Any], source: str = "params") -> dict[str, Any]:
@@ -371,6 +430,8 @@ def leaf_values(raw: Mapping[str, Any], source: str = "params") -> dict[str, Any
 def _unknown_param(key: str, known: set[str], source: str | None = None) -> ParamsError:
     """One line: the key, and the known keys closest to it (never the whole list)."""
     where = f"{source}: " if source else ""
+    note = _non_ascii_note(key)
+    key = shorten(key)
     close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
     section = key.rsplit(".", 1)[0] if "." in key else ""
     hint = (
@@ -381,7 +442,7 @@ def _unknown_param(key: str, known: set[str], source: str | None = None) -> Para
         else f"known keys of {section}: "
         + ", ".join(sorted(k for k in known if k.rsplit(".", 1)[0] == section))
     )
-    return ParamsError(f"{where}unknown param {key!r}; {hint}")
+    return ParamsError(f"{where}unknown param {key!r}{note}; {hint}")
 
 
 def _known_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
@@ -397,11 +458,12 @@ def _known_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
 
 def _describe(error: Mapping[str, Any], overridden: Mapping[str, str]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "<top level>"
+    note = _non_ascii_note(key)
+    key = shorten(key)
     if key in overridden:
         key = f"{key} (set by {overridden[key]})"
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
+        return f"{key}: unknown key{note}"
     if error["type"] == "missing":
         return f"{key}: missing"
-    got = error.get("input")
-    return f"{key}: {error['msg']} (got {got!r})"
+    return f"{key}: {error['msg']} (got {shorten(repr(error.get('input')))})"

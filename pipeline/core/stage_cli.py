@@ -16,16 +16,20 @@ import re
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
 
 from pipeline.core import atomic, logs
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import DEFAULT_PARAMS_PATH, Params, load_params
+from pipeline.core.params import DEFAULT_PARAMS_PATH, Params, read_raw_params, validate_params
 from pipeline.core.paths import Paths
 
 log = logging.getLogger("pipeline")
 DVC_STAGE_ENV = "DVC_STAGE"  # set by DVC for every stage command it runs
 
 STAGES = ("ingest", "preprocess", "train", "evaluate")
+_YAML = YAML(typ="safe")
 StageMain = Callable[[Params, Paths], object]
 
 
@@ -46,16 +50,54 @@ def run(stage: str, stage_main: StageMain, argv: Sequence[str] | None = None) ->
         paths = Paths()
         for leftover in atomic.remove_abandoned(paths.output_folders()):
             log.info("removed %s, left by a run that was killed", leftover)
-        stage_main(load_params(args.params), paths)
+        raw = read_raw_params(args.params)
+        ran_with = _depended_on(stage, raw, args.params)
+        stage_main(validate_params(raw, source=str(args.params)), paths)
+        # DVC reads the params when it writes dvc.lock, after the command: an edit made meanwhile
+        # (by hand, or `dvc exp run -S` refused as busy) would be recorded for outputs it never made.
+        if _params_now(stage, args.params) != ran_with:
+            raise PipelineError(f"{args.params} changed while {stage} ran; nothing recorded, run again")
         if under_dvc:  # run by DVC: keep this run where `restore` finds it
             remember(Path("."), stage)
 
+    hint = _restore_hint(stage)
     return guarded(
         stage,
         body,
-        hint=_restore_hint(stage),
-        interrupted="interrupted before it finished; nothing it wrote is left half-written",
+        hint=hint,
+        interrupted="interrupted before it finished; nothing it wrote is left half-written" + hint,
     )
+
+
+def _depended_on(stage: str, raw: dict[str, Any], params_path: Path) -> Any:
+    """The values of ``raw`` that ``dvc.yaml`` makes ``stage`` depend on (DVC's ``params:``), all of
+    them when it names the whole file or when there is no ``dvc.yaml``."""
+    try:
+        declared = _YAML.load(Path("dvc.yaml").read_text())["stages"][stage].get("params", [])
+    except (OSError, KeyError, TypeError):
+        return raw
+    keys: list[str] = []
+    for entry in declared:
+        if isinstance(entry, str):
+            keys.append(entry)
+        elif isinstance(entry, dict) and str(params_path) in entry:
+            if not entry[str(params_path)]:
+                return raw  # `- params.yaml:`: the whole file
+            keys.extend(entry[str(params_path)])
+    return {key: _dotted(raw, key) for key in keys}
+
+
+def _params_now(stage: str, params_path: Path) -> Any:
+    try:
+        return _depended_on(stage, read_raw_params(params_path), params_path)
+    except PipelineError as exc:  # unreadable now: changed all the same
+        return exc
+
+
+def _dotted(raw: Any, key: str) -> Any:
+    for part in key.split("."):
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    return raw
 
 
 def guarded(

@@ -36,10 +36,12 @@ from tqdm import tqdm
 from urllib3.util.retry import Retry
 
 from pipeline.core import atomic, stage_cli
-from pipeline.core.dataset import FILE_NAMES
+from pipeline.core.dataset import FILE_NAMES, TRAIN_LABELS
 from pipeline.core.errors import PipelineError
+from pipeline.core.idx import read_idx
 from pipeline.core.params import Params, check_source, load_dataset_spec
 from pipeline.core.paths import Paths
+from pipeline.core.splits import check_split
 
 log = logging.getLogger(__spec__.name)  # "pipeline.stages.x", also when run as __main__
 
@@ -95,6 +97,9 @@ def main(params: Params, paths: Paths) -> None:
         deadline_s=section.deadline_s,
         max_bytes=section.max_mib * MIB,
     )
+    # The params that only fail with the data in hand, checked while every output is still in place.
+    split = params.preprocess
+    check_split(read_idx(paths.raw_dir / TRAIN_LABELS), test_size=split.test_size, stratify=split.stratify)
 
 
 def ingest(
@@ -107,7 +112,22 @@ def ingest(
     deadline_s: float = 300.0,
     max_bytes: int = 64 * MIB,
 ) -> list[Path]:
-    """Make ``raw_dir`` hold the four verified, decompressed IDX files; return their paths."""
+    """Make ``raw_dir`` hold the four verified, decompressed IDX files; return their paths.
+
+    Nothing else: DVC tracks the whole folder, so a file ingest did not write is refused, not versioned.
+    """
+    strangers = sorted(
+        entry.name
+        for entry in (raw_dir.iterdir() if raw_dir.is_dir() else ())
+        if entry.name not in FILE_NAMES and not atomic.is_temporary(entry)
+    )
+    if strangers:
+        shown = ", ".join(strangers[:5]) + (f" and {len(strangers) - 5} more" if len(strangers) > 5 else "")
+        where = f" (a link to {raw_dir.resolve()})" if raw_dir.is_symlink() else ""
+        raise IngestError(
+            f"{raw_dir}{where} holds files that are not the dataset's: {shown}. DVC would version them "
+            f"as part of {raw_dir}; move them elsewhere"
+        )
     fetch = _Fetcher(_session(retries), timeout_s, retries, deadline_s, max_bytes)
     paths = []
     for name in FILE_NAMES:

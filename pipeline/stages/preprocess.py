@@ -20,7 +20,7 @@ from pipeline.core.dataset import CLASS_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_I
 from pipeline.core.idx import IdxError, read_idx
 from pipeline.core.params import Params
 from pipeline.core.paths import Paths
-from pipeline.core.splits import Split, save_split
+from pipeline.core.splits import Split, check_split, save_split
 
 log = logging.getLogger(__spec__.name)  # "pipeline.stages.x", also when run as __main__
 
@@ -45,6 +45,7 @@ def split_train_val(
     train: Split, *, test_size: float, random_state: int, stratify: bool
 ) -> tuple[Split, Split]:
     """The tutorial's ``train_test_split`` of the training images into train and validation."""
+    check_split(train.y, test_size=test_size, stratify=stratify)
     x_train, x_val, y_train, y_val = train_test_split(
         train.x,
         train.y,
