@@ -6,7 +6,10 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import processed, run
-from pipeline.commands.predict import image_to_pixels, read_inputs
+from pipeline.commands import predict as predict_command
+from pipeline.commands.predict import MAX_INPUT_BYTES, image_to_pixels, read_inputs
 from pipeline.commands.predict import run as predict
 from pipeline.core.dataset import CLASS_NAMES, InputError, as_pixels
 from pipeline.core.idx import encode_idx
@@ -257,7 +261,8 @@ def test_a_bad_model_file_is_one_line(tmp_path, trained, test_split) -> None:
         model_file.ModelFileError, match=r"model\.keras: refused, not a model this pipeline trains"
     ):
         predict([image], not_a_model, top_k=3, as_json=False)
-    keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten()]).save(tmp_path / "plain.keras")
+    plain = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    plain.save(tmp_path / "plain.keras")
     with pytest.raises(model_file.ModelFileError, match=r"plain\.keras: no class names"):
         predict([image], tmp_path / "plain.keras", top_k=3, as_json=False)
     with pytest.raises(model_file.ModelFileError, match=r"best-model\.h5: not a \.keras file"):
@@ -307,3 +312,146 @@ def test_the_command_line(tmp_path, trained, test_split) -> None:
         check=False,
     )
     assert too_many.returncode == 1 and "--top-k must be 1 to 10; got 11" in too_many.stderr
+
+
+def write_hostile_inputs(folder: Path) -> dict[str, Path]:
+    """Inputs, each small on disk, that would take gigabytes, minutes or for ever if read as they claim."""
+    folder.mkdir(exist_ok=True)
+    names = ("bomb-idx3-ubyte.gz", "huge.npy", "huge-idx3-ubyte", "huge.png", "fifo")
+    files = {name: folder / name for name in names}
+    header = b"\x00\x00\x08\x03" + np.array([400_000, 28, 28], ">u4").tobytes()  # 314 MB of uint8
+    one_mib_of_zeros = gzip.compress(bytes(1 << 20))  # about 1 KiB; gzip members concatenate
+    files["bomb-idx3-ubyte.gz"].write_bytes(gzip.compress(header) + one_mib_of_zeros * 300)
+    with files["huge.npy"].open("wb") as file:  # the header alone: 7.8 GB of data, were it loaded
+        np.lib.format.write_array_header_1_0(
+            file, {"descr": "|u1", "fortran_order": False, "shape": (10**7, 28, 28)}
+        )
+    with files["huge-idx3-ubyte"].open("wb") as file:
+        file.truncate(MAX_INPUT_BYTES + 1)  # sparse: zeros that take no disk space
+    Image.new("1", (9400, 9400)).save(files["huge.png"])  # 88 million pixels in 11 KB
+    os.mkfifo(files["fifo"])
+    files["/dev/zero"] = Path("/dev/zero")
+    return files
+
+
+HOSTILE_PROBLEMS = {
+    "bomb-idx3-ubyte.gz": f"refused, more than {MAX_INPUT_BYTES:,} bytes of IDX data once decompressed",
+    "huge.npy": "refused, shape (10000000, 28, 28) of uint8 is 7,840,000,000 bytes",
+    "huge-idx3-ubyte": f"refused, {MAX_INPUT_BYTES + 1:,} bytes; one input may hold {MAX_INPUT_BYTES:,}",
+    "huge.png": "refused, too many pixels (9400x9400; predict decodes at most 25,000,000)",
+    "fifo": "is a FIFO, not a regular file",
+    "/dev/zero": "is a character device, not a regular file",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_inputs(tmp_path_factory) -> dict[str, Path]:
+    return write_hostile_inputs(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.mark.parametrize("name", sorted(set(HOSTILE_PROBLEMS) - {"fifo"}))  # a FIFO: in a subprocess
+def test_a_hostile_input_is_refused_before_it_expands(hostile_inputs, name) -> None:
+    path = hostile_inputs[name]
+    with pytest.raises(InputError) as refused:
+        read_inputs(path)
+    assert str(refused.value).startswith(f"{path}: ") and HOSTILE_PROBLEMS[name] in str(refused.value)
+
+
+def test_an_input_of_too_many_images_is_refused(tmp_path, test_split, monkeypatch) -> None:
+    monkeypatch.setattr(predict_command, "MAX_IMAGES_PER_INPUT", 2)
+    np.save(tmp_path / "three.npy", test_split.x[:3])
+    with pytest.raises(InputError, match=r"three\.npy: refused, 3 images; one input may hold 2"):
+        read_inputs(tmp_path / "three.npy")
+    np.save(tmp_path / "two.npy", test_split.x[:2])
+    np.testing.assert_array_equal(read_inputs(tmp_path / "two.npy"), test_split.x[:2])
+
+
+def test_the_command_line_refuses_each_hostile_input_in_one_line(
+    tmp_path, trained, test_split, hostile_inputs
+) -> None:
+    image = tmp_path / "a.png"
+    Image.fromarray(test_split.x[0]).save(image)
+    command = [sys.executable, "-m", "pipeline", "predict", *map(str, hostile_inputs.values()), str(image)]
+    result = subprocess.run(
+        [*command, "--model", str(trained.keras_model)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,  # reading the FIFO would wait for a writer for ever
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith(f"{image}\t{CLASS_NAMES[test_split.y[0]]}\t")
+    assert result.stdout.count("\n") == 1
+    errors = [line for line in result.stderr.splitlines() if line]
+    assert len(errors) == len(hostile_inputs), result.stderr
+    for name, path in hostile_inputs.items():
+        assert any(f"{path}: {HOSTILE_PROBLEMS[name]}" in error for error in errors), (name, errors)
+
+
+def save_model(path: Path, input_side: int, outputs: int, class_names: tuple[str, ...] = CLASS_NAMES) -> Path:
+    """An untrained model of the given shapes, exported as train exports its model."""
+    import keras
+
+    from pipeline.model import files as model_file
+
+    inputs = keras.Input((input_side, input_side), dtype="uint8")
+    dense = keras.layers.Dense(outputs, activation="softmax")(keras.layers.Flatten()(inputs))
+    model_file.save_keras(keras.Model(inputs, dense), path, class_names)
+    return path
+
+
+def test_a_model_that_does_not_fit_the_classes_is_one_line(tmp_path, test_split) -> None:
+    import keras
+
+    from pipeline.model import files as model_file
+
+    image = tmp_path / "a.png"
+    Image.fromarray(test_split.x[0]).save(image)
+    for model, message in {
+        save_model(tmp_path / "32x32.keras", 32, 10): r"32x32\.keras: refused, takes inputs \(None, 32, 32\)",
+        save_model(tmp_path / "5.keras", 28, 5): r"5\.keras: refused, .* gives outputs \(None, 5\)",
+        save_model(tmp_path / "abc.keras", 28, 10, ("a", "b", "c")): (
+            r"abc\.keras: 3 class names in its metadata\.json for 10 outputs"
+        ),
+    }.items():
+        with pytest.raises(model_file.ModelFileError, match=message):
+            predict([image], model, top_k=3, as_json=False)
+    checkpoint = tmp_path / "5.h5"  # evaluate loads the tutorial's checkpoint with the same loader
+    keras.models.load_model(tmp_path / "5.keras").save(checkpoint)
+    with pytest.raises(model_file.ModelFileError, match=r"5\.h5: refused, .* gives outputs \(None, 5\)"):
+        model_file.load(checkpoint)
+
+
+def test_a_zip_bomb_or_a_broken_zip_as_model_is_one_line(tmp_path, trained, test_split, monkeypatch) -> None:
+    from pipeline.model import files as model_file
+
+    image = tmp_path / "a.png"
+    Image.fromarray(test_split.x[0]).save(image)
+    exported = zipfile.ZipFile(trained.keras_model)
+    bomb, deflated = tmp_path / "bomb.keras", tmp_path / "deflated.keras"
+    with zipfile.ZipFile(bomb, "w") as target, zipfile.ZipFile(deflated, "w") as garbled:
+        for member in exported.infolist():
+            content = exported.read(member)
+            if member.filename == "metadata.json":  # still valid JSON: 17 MiB of spaces in 17 KiB
+                content += b" " * (17 << 20)
+            target.writestr(member.filename, content, zipfile.ZIP_DEFLATED)
+            garbled.writestr(member.filename, exported.read(member), zipfile.ZIP_DEFLATED)
+    config = zipfile.ZipFile(deflated).getinfo("config.json")
+    with deflated.open("r+b") as file:  # deflate data that is no deflate stream: "invalid block type"
+        file.seek(config.header_offset + 30 + len(config.filename))  # past the member's local header
+        file.write(b"\xff" * config.compress_size)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(trained.keras_model.read_bytes()[:-100])
+    refused = r"refused, not a model this pipeline trains or unsafe to load"
+    for model, message in {
+        bomb: r"bomb\.keras: refused, its metadata\.json would decompress to 17,[0-9,]+ bytes; a JSON member",
+        deflated: rf"deflated\.keras: {refused} \(Error -3 while decompressing data: invalid block type\)",
+        truncated: rf"truncated\.keras: {refused} \(File is not a zip file\)",
+    }.items():
+        with pytest.raises(model_file.ModelFileError, match=message):
+            predict([image], model, top_k=3, as_json=False)
+    monkeypatch.setattr(model_file, "MAX_MODEL_BYTES", 1000)
+    with pytest.raises(
+        model_file.ModelFileError, match=r"would decompress to [0-9,]+ bytes; a model may have 1,000"
+    ):
+        predict([image], trained.keras_model, top_k=3, as_json=False)

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.commands.verify import enter_project, open_project
+from pipeline.commands.project import enter_project, open_project
 from pipeline.core.errors import PipelineError
 
 DEFAULT_OUT = Path("dvc_plots")

@@ -11,6 +11,12 @@ Inputs, told apart by their content:
 
 The pixels go through :func:`pipeline.model.inference.classify`, as the evaluate stage's do. Arguments and
 inputs are checked before TensorFlow loads.
+
+No input is trusted to be small: only regular files are opened (a FIFO or a device is refused
+unread), and one input may hold at most :data:`MAX_INPUT_BYTES` (on disk, and once decompressed or
+loaded: a ``.npy`` file's header is checked before its data loads), :data:`MAX_IMAGES_PER_INPUT` images
+and, for a picture, :data:`MAX_IMAGE_PIXELS` pixels (checked from its header before it is decoded).
+A refused input is one line on stderr; the others are still classified.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,34 +43,73 @@ from pipeline.core.paths import Paths
 
 log = logging.getLogger(__name__)
 
+MAX_INPUT_BYTES = 256 << 20  # per input file, on disk and decompressed: 5x the 47 MB of the training images
+MAX_IMAGES_PER_INPUT = 100_000  # per input file: more than the 70,000 of all Fashion-MNIST
+MAX_IMAGE_PIXELS = 25_000_000  # per picture: a 24-megapixel photo fits (Pillow's own limit is 89 million)
+
 _NPY_MAGIC = b"\x93NUMPY"
 _GZIP_MAGIC = b"\x1f\x8b"
 _IMAGE_MAGICS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+_NOT_REGULAR_FILES = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def read_inputs(path: Path) -> np.ndarray:
-    """The images in one file, as a uint8 batch ``(N, 28, 28)``."""
+    """The images in one file, as a uint8 batch ``(N, 28, 28)``, within the limits per input."""
     try:
+        _check_is_small_regular_file(path)
         with open(path, "rb") as file:
             head = file.read(8)
             file.seek(0)
             if head.startswith(_NPY_MAGIC):
                 array = _load_npy(file, path)
             elif head.startswith(_GZIP_MAGIC) or head[:2] == b"\x00\x00":
-                array = decode_idx(file.read(), str(path))
+                array = decode_idx(file.read(MAX_INPUT_BYTES + 1), str(path), max_bytes=MAX_INPUT_BYTES)
             else:
                 return image_to_pixels(_open_image(file, path))[np.newaxis]
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder; give image, .npy or IDX files") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except IdxError as exc:
         raise InputError(str(exc)) from None
-    return as_pixels(array, str(path))
+    pixels = as_pixels(array, str(path))
+    if len(pixels) > MAX_IMAGES_PER_INPUT:
+        raise InputError(
+            f"{path}: refused, {len(pixels):,} images; one input may hold {MAX_IMAGES_PER_INPUT:,}"
+        )
+    return pixels
+
+
+def _check_is_small_regular_file(path: Path) -> None:
+    """Refuse, without opening it, anything but a regular file of at most MAX_INPUT_BYTES."""
+    status = os.stat(path)
+    kind = stat.S_IFMT(status.st_mode)
+    if kind != stat.S_IFREG:
+        described = _NOT_REGULAR_FILES.get(kind, "a special file")
+        raise InputError(f"{path}: is {described}, not a regular file; give image, .npy or IDX files")
+    if status.st_size > MAX_INPUT_BYTES:
+        raise InputError(f"{path}: refused, {status.st_size:,} bytes; one input may hold {MAX_INPUT_BYTES:,}")
 
 
 def _load_npy(file: BinaryIO, path: Path) -> np.ndarray:
+    """The array, once its header shows it fits in MAX_INPUT_BYTES."""
     try:
+        version = np.lib.format.read_magic(file)
+        read_header = (  # versions 2.0 and 3.0 have the same header layout; np.load checks the version
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(file)
+        size = math.prod(shape) * dtype.itemsize
+        if size > MAX_INPUT_BYTES:
+            raise InputError(
+                f"{path}: refused, shape {shape} of {dtype} is {size:,} bytes; "
+                f"one input may hold {MAX_INPUT_BYTES:,}"
+            )
+        file.seek(0)
         return np.load(file, allow_pickle=False)
     except (ValueError, EOFError) as exc:  # a truncated file, or objects that would need unpickling
         raise InputError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())})") from None
@@ -71,7 +119,12 @@ def _open_image(file: BinaryIO, path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(file)
+            image = Image.open(file)  # reads the header only
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise InputError(
+                    f"{path}: refused, too many pixels ({image.width}x{image.height}; "
+                    f"predict decodes at most {MAX_IMAGE_PIXELS:,})"
+                )
             image.load()
     except UnidentifiedImageError:
         file.seek(0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.commands.verify import enter_project, open_project
+from pipeline.commands.project import enter_project, open_project
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import ReviewParams

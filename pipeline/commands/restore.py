@@ -21,14 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.commands.project import open_project, project_root, stages_of
 from pipeline.commands.verify import (
     Mismatch,
     cache_mismatches,
-    open_project,
-    project_root,
     recorded_files,
     remake,
-    stages_of,
     workspace_mismatches,
 )
 from pipeline.core import atomic

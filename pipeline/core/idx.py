@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -27,13 +28,19 @@ class IdxError(PipelineError, ValueError):
     """The bytes are not a well-formed IDX file."""
 
 
-def decode_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse IDX bytes (gzip-compressed or not), checking magic, dimensions and length."""
+def decode_idx(data: bytes, name: str = "<bytes>", max_bytes: int | None = None) -> np.ndarray:
+    """Parse IDX bytes (gzip-compressed or not), checking magic, dimensions and length.
+
+    With ``max_bytes``, data longer than that once decompressed is refused, and a gzip stream is
+    decompressed no further than that: a gzip bomb never expands in memory."""
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                data = stream.read(-1 if max_bytes is None else max_bytes + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise IdxError(f"{name}: corrupt gzip stream ({exc})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise IdxError(f"{name}: refused, more than {max_bytes:,} bytes of IDX data once decompressed")
     if len(data) < 4:
         raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX header")
     zero, type_code, ndim = data[:2], data[2], data[3]

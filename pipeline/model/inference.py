@@ -34,7 +34,14 @@ class Classifier:
 
     @classmethod
     def load(cls, path: Path = DEFAULT_MODEL) -> Classifier:
-        return cls(files.load(path), files.class_names(path))
+        """The model in ``path`` and its class names, one for each of its outputs."""
+        model, class_names = files.load(path), files.class_names(path)
+        if len(class_names) != model.output_shape[-1]:
+            raise files.ModelFileError(
+                f"{path}: {len(class_names)} class names in its {files.METADATA_JSON} for "
+                f"{model.output_shape[-1]} outputs; export it with `dvc repro train`"
+            )
+        return cls(model, class_names)
 
 
 def classify(
