@@ -223,12 +223,13 @@ def test_image_links(tmp_path: Path) -> None:
     assert url == "https://example.invalid/o/r/raw/abc/reports/train/loss.png"
 
 
-def test_report_command_never_imports_tensorflow() -> None:
+@pytest.mark.parametrize(("command", "options"), [("report", ["--base", "--output"]), ("verify", ["STAGE"])])
+def test_review_commands_never_import_tensorflow(command: str, options: list[str]) -> None:
     code = (
         "import sys\n"
         "from pipeline.__main__ import main\n"
         "try:\n"
-        "    main(['report', '--help'])\n"
+        f"    main([{command!r}, '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
@@ -236,7 +237,7 @@ def test_report_command_never_imports_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "--base" in result.stdout and "--output" in result.stdout
+    assert all(option in result.stdout for option in options)
 
 
 # --- integration: a real project, real DVC --------------------------------------------------------

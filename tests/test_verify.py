@@ -56,22 +56,6 @@ def in_folder_cache_file(project: Path, folder: str, name: str) -> Path:
     return cache / md5[:2] / md5[2:]
 
 
-def test_verify_never_imports_tensorflow() -> None:
-    code = (
-        "import sys\n"
-        "from pipeline.__main__ import main\n"
-        "try:\n"
-        "    main(['verify', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
-        "sys.exit(f'imported {heavy}' if heavy else 0)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "STAGE" in result.stdout
-
-
 @pytest.mark.integration
 def test_a_corrupt_cache_copy_is_named_and_never_put_back(reproduced: Path) -> None:
     model = Paths(reproduced).model
