@@ -242,11 +242,12 @@ def test_overrides_and_uncommitted_edits_reach_the_run_and_never_the_checkout(
     assert recorded["params"]["train"]["batch_size"] == 16
     assert "uncommitted changes" in log_messages(state)
 
-    failed = run_flow(project, overrides={"preprocess.test_size": 0.999})  # valid, but leaves no training set
+    # valid alone, but leaves no training set: ingest, the gate, says so with the data in hand
+    failed = run_flow(project, overrides={"preprocess.test_size": 0.999})
     assert failed.is_failed()
-    assert "stage 'preprocess' failed" in failed.message
-    assert "the resulting train set will be empty" in failed.message
-    assert task_states(failed) == {"ingest": "Completed", "preprocess": "Failed"}
+    assert "stage 'ingest' failed" in failed.message
+    assert "preprocess.test_size: 0.999 of" in failed.message and "leaves 0 for training" in failed.message
+    assert task_states(failed) == {"ingest": "Failed"}
     assert snapshot(project) == before
     assert len(experiments(project)) == 1  # a failed run is not recorded
     assert workspaces(project) == []
@@ -381,10 +382,10 @@ def test_a_failed_run_removes_its_workspace_unless_asked_to_keep_it(
     project = reproduced
     commit_all(project, "a run of the pipeline")
     before = snapshot(project)
-    failing = {"preprocess.test_size": 0.999}  # valid, but leaves no training set
+    failing = {"preprocess.test_size": 0.999}  # valid alone, but leaves no training set
 
     state = run_flow(project, overrides=failing)
-    assert state.is_failed() and "stage 'preprocess' failed" in state.message
+    assert state.is_failed() and "stage 'ingest' failed" in state.message
     assert workspaces(project) == []
 
     state = run_flow(project, overrides=failing, keep_workspace=True)

@@ -139,7 +139,7 @@ def test_workers_need_only_the_git_remote_and_the_dvc_remote(project: Path, pref
 def test_a_failed_trial_fails_only_itself_and_the_best_can_be_applied(
     project: Path, prefect_api: str
 ) -> None:
-    leaves_no_training_set = "0.999"  # a valid value that makes the trial's preprocess fail
+    leaves_no_training_set = "0.999"  # a valid value that fails the trial's ingest, the gate
     state = fashion_sweep(
         grid=[f"preprocess.test_size=0.2,{leaves_no_training_set}"],
         in_process=True,
@@ -149,7 +149,7 @@ def test_a_failed_trial_fails_only_itself_and_the_best_can_be_applied(
     )
     assert state.is_failed()
     assert "1 of 2 trials failed: trial 2 (preprocess.test_size=0.999)" in state.message
-    assert "the resulting train set will be empty" in state.message
+    assert "leaves 0 for training" in state.message
     (recorded,) = experiments(project).values()
     assert recorded["params"]["preprocess"]["test_size"] == 0.2
     # The best of those that succeeded is applied to the checkout.
@@ -157,7 +157,7 @@ def test_a_failed_trial_fails_only_itself_and_the_best_can_be_applied(
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
     assert list((project / RUNS_DIR).iterdir()) == []
     (failed,) = [row for row in sweep_table(state) if row["status"] != "ok"]
-    assert failed["rank"] == "-" and "train set will be empty" in failed["status"]
+    assert failed["rank"] == "-" and "leaves 0 for training" in failed["status"]
 
 
 @pytest.mark.integration
