@@ -1,4 +1,4 @@
-"""Run the pipeline flow once, sweep params on Dask, or serve the flow on a cron (``python -m flows``).
+"""Run the pipeline flow once, sweep params or seeds on Dask, or serve it on a cron (``python -m flows``).
 
 Every run happens in a workspace of its own made from git, as ``dvc exp run --temp`` does, and is
 recorded as a DVC experiment; the checkout is never written unless ``--apply`` asks.
@@ -7,6 +7,7 @@ python -m flows run --override train.epochs=3             # HEAD + uncommitted c
 python -m flows run --rev main --apply                    # a commit; then dvc exp apply the result
 python -m flows run --source https://git.example/p.git --push   # no checkout needed: what a worker does
 python -m flows sweep -S train.epochs=10,20 --workers 2   # every combination, as trials on Dask
+python -m flows seeds --seeds 5 --override train.epochs=5 # one configuration over 5 seeds: its spread
 python -m flows serve --cron "0 2 * * *"                  # runs of the current branch, on a schedule
 """
 
@@ -38,6 +39,16 @@ def override_argument(text: str) -> tuple[str, str]:
         return key_value(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def overrides_from(params_file: Path | None, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -92,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", parents=[common], help="run the flow once, now")
-    run.add_argument(
+    changed = argparse.ArgumentParser(add_help=False)
+    changed.add_argument(
         "--override",
         type=override_argument,
         action="append",
@@ -101,12 +112,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a param to change for this run, e.g. train.epochs=3 (repeatable)",
     )
-    run.add_argument(
+    changed.add_argument(
         "--params",
         type=Path,
         metavar="FILE",
         help="use FILE's values as overrides: only the keys it holds; --override wins over it",
     )
+    on_dask = argparse.ArgumentParser(add_help=False)
+    where = on_dask.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, help="local Dask worker processes (default: what the cores and memory allow)"
+    )
+    where.add_argument("--dask-address", metavar="ADDRESS", help="a running Dask scheduler, tcp://host:8786")
+    where.add_argument(
+        "--in-process", action="store_true", help="no Dask: the trials one after another in this process"
+    )
+    run = commands.add_parser("run", parents=[common, changed], help="run the flow once, now")
     run.add_argument(
         "--apply",
         action="store_true",
@@ -116,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep-workspace", action="store_true", help="keep a failed run's workspace for debugging"
     )
     sweep = commands.add_parser(
-        "sweep", parents=[common], help="run every combination of params as trials on Dask"
+        "sweep", parents=[common, on_dask], help="run every combination of params as trials on Dask"
     )
     sweep.add_argument(
         "-S",
@@ -128,16 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="as for dvc exp run --queue -S: train.epochs=10,20, 'train.optimizer=choice(adam,sgd)', "
         "train.seed=range(1,4) (repeatable; every combination is a trial)",
     )
-    where = sweep.add_mutually_exclusive_group()
-    where.add_argument(
-        "--workers", type=int, help="local Dask worker processes (default: what the cores and memory allow)"
-    )
-    where.add_argument("--dask-address", metavar="ADDRESS", help="a running Dask scheduler, tcp://host:8786")
-    where.add_argument(
-        "--in-process", action="store_true", help="no Dask: the trials one after another in this process"
-    )
     sweep.add_argument(
         "--apply-best", action="store_true", help="dvc exp apply the best trial to the checkout"
+    )
+    seeds = commands.add_parser(
+        "seeds",
+        parents=[common, changed, on_dask],
+        help="run one configuration over N seeds as trials on Dask; the spread of its metrics",
+    )
+    seeds.add_argument(
+        "--seeds",
+        type=positive,
+        metavar="N",
+        help="how many: train.seed and the N-1 after it (default: review.seeds of params.yaml)",
     )
     serve = commands.add_parser(
         "serve", parents=[common], help="serve runs of a branch on a schedule until stopped"
@@ -149,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     project = args.project_dir.resolve()
     overrides: dict[str, Any] = {}
     try:  # every param before any server starts: one line, exit 2
-        if args.command == "run":
+        if args.command in ("run", "seeds"):
             overrides = overrides_from(args.params, args.override)
             origins = dict.fromkeys((key for key, _ in args.override), "--override")
             origins = {**dict.fromkeys(set(overrides) - set(origins), str(args.params)), **origins}
@@ -160,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_params(project, args.rev, trial, dict.fromkeys(trial, f"-S (trial {number})"))
     except (PipelineError, RuntimeError, OSError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    if args.command == "run" and args.params:
+    if args.command in ("run", "seeds") and args.params:
         print(
             f"{args.params}: its values for {', '.join(sorted(overrides))} are used as overrides",
             file=sys.stderr,
@@ -190,6 +214,22 @@ def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, An
             rev=args.rev,
             source=args.source,
             apply_best=args.apply_best,
+            push=args.push,
+            project_dir=str(project),
+            return_state=True,
+        )
+        return 0 if state.is_completed() else 1
+    if args.command == "seeds":
+        from flows.seeds_flow import fashion_seeds
+
+        state = fashion_seeds(
+            seeds=args.seeds,
+            overrides=overrides,
+            workers=args.workers,
+            dask_address=args.dask_address,
+            in_process=args.in_process,
+            rev=args.rev,
+            source=args.source,
             push=args.push,
             project_dir=str(project),
             return_state=True,

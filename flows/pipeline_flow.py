@@ -121,7 +121,7 @@ def fashion_pipeline(
         if push:
             git_remote = source or (workspace.git_remote_url(project) if project else None)
             workspace.push_results(made.root, experiment, git_remote, logger)
-        publish_artifacts(paths, start, experiment, made.commit)
+        publish_artifacts(paths, start, experiment, made.commit, project)
     logger.info("stages: %s", ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()))
     if apply and experiment:
         workspace.apply_experiment(project, experiment, started_as)
@@ -197,13 +197,21 @@ def run_stage(root: Path, name: str, label: str = "") -> str:
 
 
 def publish_artifacts(
-    paths: Paths, start: dict[str, Any] | None, experiment: str | None, commit: str
+    paths: Paths,
+    start: dict[str, Any] | None,
+    experiment: str | None,
+    commit: str,
+    project: Path | None = None,
 ) -> None:
-    """The metrics table (against the commit the run started from), the per-class scores and the
+    """The metrics table (against the commit the run started from, and against the seed spread of
+    its configuration where ``project``'s experiments know one), the per-class scores and the
     figures, in the Prefect UI."""
     metrics = reports.read_metrics(paths.metrics_json)
+    this_run, spread = reports.seed_spread(paths.root, project)
     create_markdown_artifact(
-        reports.metrics_markdown(metrics, start, experiment, start_name=f"Commit {commit[:7]}"),
+        reports.metrics_markdown(
+            metrics, start, experiment, f"Commit {commit[:7]}", spread=spread, this_run=this_run
+        ),
         key=METRICS_ARTIFACT,
         description="Validation and test accuracy and loss, against the commit the run started from",
     )

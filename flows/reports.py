@@ -12,13 +12,15 @@ import base64
 import contextvars
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from pipeline.commands import report
+from pipeline.commands import report, seed_groups
+from pipeline.commands.seed_groups import Run, compare_groups, seeds_line
 from pipeline.core.logs import Progress
 from pipeline.core.paths import Paths
 
@@ -35,9 +37,12 @@ def metrics_markdown(
     start: dict[str, Any] | None,
     experiment: str | None = None,
     start_name: str = "Start",
+    spread: Sequence[Run] = (),
+    this_run: Run | None = None,
 ) -> str:
     """Every scalar metric: the commit the run started from (``start_name``), this run and the
-    change (the review report's table)."""
+    change (the review report's table); then, where ``spread`` holds two or more other seeds of this
+    run's configuration, this run against their spread."""
     rows = report.metric_rows(start or {}, current)
     table = "\n".join(report.metric_table(rows, old=start_name, new="This run"))
     recorded = (
@@ -45,7 +50,43 @@ def metrics_markdown(
         if experiment
         else ""
     )
-    return "## Fashion-MNIST metrics\n\n" + table + recorded + "\n"
+    against = ""
+    if this_run is not None and len(spread) >= 2:
+        comparisons = compare_groups(spread, [this_run])
+        against = (
+            f"\n\n### Against its configuration's seed spread\n\n{len(spread)} other seeds of the same "
+            f"code, data and params: {seeds_line(spread)}.\n\n"
+            + "\n".join(report.group_table(comparisons, old="Seed spread", new="This run"))
+            + "\n\nWithin seed noise: inside the spread's 95% prediction interval for one run."
+        )
+    return "## Fashion-MNIST metrics\n\n" + table + recorded + against + "\n"
+
+
+def seed_spread(root: Path, project: Path | None) -> tuple[Run | None, list[Run]]:
+    """The run in ``root`` and the other seeds of its configuration among ``project``'s DVC
+    experiments (none without a project, or where they cannot be read)."""
+    paths = Paths(root)
+    this_run = seed_groups.workspace_run(paths)
+    if this_run is None or project is None:
+        return this_run, []
+    try:
+        from flows.workspace import open_repo
+
+        with open_repo(project) as repo:
+            runs = seed_groups.experiment_runs(repo, Paths(project))
+    except Exception as exc:  # noqa: BLE001  (the spread is a view, not the run)
+        log.warning("seed spread not shown: %s", exc)
+        return this_run, []
+    return this_run, _others(this_run, runs)
+
+
+def _others(this_run: Run, runs: Sequence[Run]) -> list[Run]:
+    return [run for run in seed_groups.group_of(this_run, runs) if run is not this_run]
+
+
+def class_f1(path: Path) -> dict[str, float]:
+    """Each class's test F1 from the evaluate stage's per-class rows; empty before the first run."""
+    return {row["class"]: row["f1"] for row in json.loads(path.read_text())} if path.is_file() else {}
 
 
 def per_class_table(path: Path) -> list[dict[str, Any]]:

@@ -205,6 +205,7 @@ def run_trial(
             "experiment": result.experiment,
             "stages": result.outcomes,
             "metrics": reports.read_metrics(Paths(made.root).metrics_json),
+            "classes": reports.class_f1(Paths(made.root).per_class_json),
             "train_seconds": result.seconds.get("train"),
         }
 
@@ -308,6 +309,7 @@ def run_trials(
 @flow(name="fashion-sweep")
 def fashion_sweep(
     grid: list[str],
+    overrides: dict[str, Any] | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
     in_process: bool = False,
@@ -319,7 +321,7 @@ def fashion_sweep(
 ) -> list[dict[str, Any]]:
     """Run every combination of ``grid`` (``["train.epochs=10,20", ...]``) as a trial of commit
     ``rev`` (default: HEAD plus the checkout's uncommitted changes) and rank them; the trials'
-    results, best first.
+    results, best first. ``overrides`` (``{"train.epochs": 5}``) apply to every trial.
 
     ``workers``: local Dask worker processes (default: what the cores and memory allow);
     ``dask_address``: a running Dask scheduler instead; ``in_process``: no Dask, one trial after
@@ -329,10 +331,8 @@ def fashion_sweep(
     """
     logger = get_run_logger()
     project = Path(project_dir).resolve()
-    trials = trial_overrides(grid)
-    changes = workspace.uncommitted_changes(project) if not (rev or source) else None
-    commit = workspace.resolve_commit(project, rev)
-    base = workspace.committed_params(project, changes or commit)
+    trials = [{**(overrides or {}), **trial} for trial in trial_overrides(grid)]
+    changes, commit, base = starting_point(project, rev, source)
     for number, overrides in enumerate(trials, start=1):  # every trial's params, before anything runs
         try:
             validate_params(parse_raw_params(base, f"trial {number}", overrides), source=f"trial {number}")
@@ -388,6 +388,14 @@ def fashion_sweep(
             + "; ".join(f"trial {r['trial']} ({_describe(r['overrides'])}): {r['error']}" for r in failed)
         )
     return ranked
+
+
+def starting_point(project: Path, rev: str | None, source: str | None) -> tuple[str | None, str, str]:
+    """What the trials start from: the checkout's uncommitted changes (without ``rev`` or
+    ``source``), the commit, and its params text."""
+    changes = workspace.uncommitted_changes(project) if not (rev or source) else None
+    commit = workspace.resolve_commit(project, rev)
+    return changes, commit, workspace.committed_params(project, changes or commit)
 
 
 def rank(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,7 +1,11 @@
 """``python -m pipeline report``: review a change by its numbers and pictures, in Markdown.
 
 Compares the workspace's ``metrics.json`` and params with a git revision (a PR's base branch), lists
-the figures, and applies the regression gate of the ``review`` params section. DVC reads the base
+the figures, and applies the regression gate of the ``review`` params section. Where DVC experiments
+hold other seeds of either side's configuration (:mod:`pipeline.commands.seed_groups`, made by
+``python -m flows seeds``), it compares the two seed groups instead of two runs: each side's mean and
+spread, the change's 95% interval and a verdict (:mod:`pipeline.commands.statistics`), and the gate
+fails only on a significant drop. DVC reads the base
 revision (``dvc metrics diff`` / ``dvc params diff`` see the same values); the builders below are pure
 functions of plain dicts, so the Markdown is deterministic: sorted keys, fixed decimals. It runs from
 any folder of the project, and refuses an ``--output`` that DVC tracks. Never imports TensorFlow.
@@ -19,6 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.commands.project import enter_project, open_project
+from pipeline.commands.seed_groups import (
+    MetricComparison,
+    Run,
+    compare_groups,
+    experiment_runs,
+    group_of,
+    revision_run,
+    seeds_line,
+    workspace_run,
+)
+from pipeline.commands.statistics import CONFIDENCE, Difference, Summary
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import ReviewParams
@@ -114,8 +129,43 @@ def param_changes(params_diff: Mapping[str, Mapping[str, Mapping[str, Any]]]) ->
     return sorted(changes, key=lambda change: change.name)
 
 
-def gate_checks(old: Mapping[str, Any], new: Mapping[str, Any], review: ReviewParams) -> list[GateCheck]:
-    """The regression gate: a floor on the new test accuracy and a cap on its drop against the base."""
+@dataclass(frozen=True)
+class Groups:
+    """Both sides' seed groups (each side's own run first, then other seeds of its configuration)."""
+
+    base: list[Run]
+    new: list[Run]
+
+    @property
+    def same_configuration(self) -> bool:
+        return self.base[0].configuration == self.new[0].configuration
+
+    @property
+    def seeded(self) -> bool:
+        """Either side has more than one run: the groups, not the two runs, are compared."""
+        return max(len(self.base), len(self.new)) > 1
+
+    def metrics(self) -> list[MetricComparison]:
+        return compare_groups(self.base, self.new, same_configuration=self.same_configuration)
+
+    def classes(self) -> list[MetricComparison]:
+        return compare_groups(
+            self.base, self.new, scores="classes", same_configuration=self.same_configuration
+        )
+
+    def of(self, metric: str) -> MetricComparison | None:
+        return next((row for row in self.metrics() if row.name == metric), None)
+
+
+def gate_checks(
+    old: Mapping[str, Any], new: Mapping[str, Any], review: ReviewParams, groups: Groups | None = None
+) -> list[GateCheck]:
+    """The regression gate: a floor on the new test accuracy and a cap on its drop against the base.
+
+    With seed groups (``groups.seeded``) the floor applies to the new group's mean, and the cap fails
+    only a drop that is significant (its 95% interval below zero) and larger than the cap."""
+    if groups is not None and groups.seeded and (compared := groups.of(GATE_METRIC)) is not None:
+        return _group_gate_checks(compared, review)
     old_value, new_value = flatten(old).get(GATE_METRIC), flatten(new).get(GATE_METRIC)
     checks = []
     floor = review.min_test_accuracy
@@ -137,13 +187,64 @@ def gate_checks(old: Mapping[str, Any], new: Mapping[str, Any], review: ReviewPa
         # Rounding keeps float noise (0.75 - 0.74 = 0.0100000001) from failing a drop equal to the cap.
         passed = cap is None or round(drop, 9) <= cap
         relation = "more than" if not passed else "within"
-        change = f"dropped {_number(drop)}" if drop > 0 else f"rose {_number(-drop)}" if drop < 0 else "held"
+        change = _change(drop)
         message = (
             f"{GATE_METRIC} {change} ({_number(old_value)} -> {_number(new_value)}), "
             f"{relation} review.max_test_accuracy_drop {_number(cap)}"
         )
     checks.append(GateCheck("review.max_test_accuracy_drop", cap, drop, passed, message))
     return checks
+
+
+def _group_gate_checks(compared: MetricComparison, review: ReviewParams) -> list[GateCheck]:
+    base, new, diff = compared.base, compared.new, compared.difference
+    checks = []
+    floor = review.min_test_accuracy
+    if new is None:
+        checks.append(
+            GateCheck("review.min_test_accuracy", floor, None, floor is None, f"{GATE_METRIC} is missing")
+        )
+    else:
+        passed = floor is None or new.mean >= floor
+        relation = "is below" if not passed else "meets"
+        message = (
+            f"{GATE_METRIC} {_number(new.mean)} (mean of {_runs(new.n)}) {relation} "
+            f"review.min_test_accuracy {_number(floor)}"
+        )
+        checks.append(GateCheck("review.min_test_accuracy", floor, new.mean, passed, message))
+    cap = review.max_test_accuracy_drop
+    if base is None or diff is None:
+        message = f"{GATE_METRIC} is missing from the base or the new metrics"
+        checks.append(GateCheck("review.max_test_accuracy_drop", cap, None, cap is None, message))
+        return checks
+    drop = -diff.delta
+    larger = round(drop, 9) > (cap or 0.0)
+    passed = cap is None or not (diff.verdict == "worse" and larger)
+    if diff.verdict == "worse":
+        judged = "a significant drop, " + ("more than" if larger else "within")
+    else:
+        judged = f"{diff.verdict}, so within"
+    message = (
+        f"{GATE_METRIC} {_change(drop)} (mean of {_runs(base.n)} {_number(base.mean)} -> "
+        f"{_runs(new.n)} {_number(new.mean)}; {_interval_text(diff)}): {judged} "
+        f"review.max_test_accuracy_drop {_number(cap)}"
+    )
+    checks.append(GateCheck("review.max_test_accuracy_drop", cap, drop, passed, message))
+    return checks
+
+
+def _change(drop: float) -> str:
+    return f"dropped {_number(drop)}" if drop > 0 else f"rose {_number(-drop)}" if drop < 0 else "held"
+
+
+def _runs(n: int) -> str:
+    return "1 run" if n == 1 else f"{n} seeds"
+
+
+def _interval_text(diff: Difference) -> str:
+    if diff.low is None or diff.high is None:
+        return "no interval: " + diff.method
+    return f"{CONFIDENCE:.0%} interval of the change {_delta(diff.low)} to {_delta(diff.high)}, {diff.method}"
 
 
 def build_report(
@@ -157,9 +258,13 @@ def build_report(
     images: Sequence[tuple[str, str]] = (),
     stale_stages: Sequence[str] = (),
     per_class: Sequence[MetricRow] = (),
+    groups: Groups | None = None,
 ) -> str:
-    """The whole Markdown report; ``images`` are ``(title, link)`` pairs, ``per_class`` the F1 rows."""
-    lines = _report_lines(base, base_commit, old, new, params, checks, images, stale_stages, per_class)
+    """The whole Markdown report; ``images`` are ``(title, link)`` pairs, ``per_class`` the F1 rows,
+    ``groups`` both sides' seed groups where known."""
+    lines = _report_lines(
+        base, base_commit, old, new, params, checks, images, stale_stages, per_class, groups
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -173,6 +278,7 @@ def _report_lines(
     images: Sequence[tuple[str, str]],
     stale_stages: Sequence[str],
     per_class: Sequence[MetricRow],
+    groups: Groups | None,
 ) -> Iterator[str]:
     commit = f" (`{base_commit[:7]}`)" if base_commit else ""
     yield MARKER
@@ -195,8 +301,14 @@ def _report_lines(
     yield ""
     yield "## Metrics"
     yield ""
-    yield from metric_table(metric_rows(old, new))
-    if per_class:
+    if groups is not None and groups.seeded:
+        yield from seed_group_section(groups)
+    else:
+        yield from metric_table(metric_rows(old, new))
+        if groups is not None:
+            yield ""
+            yield from one_run_a_side(groups, base)
+    if per_class and not (groups is not None and groups.seeded):
         yield ""
         yield "<details>"
         yield "<summary>Per-class F1 (test set)</summary>"
@@ -240,6 +352,79 @@ def _report_lines(
         yield f"### {title}"
         yield ""
         yield f"![{title}]({link})"
+
+
+def seed_group_section(groups: Groups) -> Iterator[str]:
+    """Both seed groups: which runs, then each headline metric's and each class's comparison."""
+    yield (
+        f"Seed groups: base {_runs(len(groups.base))}: {seeds_line(groups.base)}; "
+        f"new {_runs(len(groups.new))}: {seeds_line(groups.new)}."
+    )
+    if groups.same_configuration:
+        yield ""
+        yield from _same_configuration_note()
+    yield ""
+    yield from group_table(groups.metrics())
+    yield ""
+    yield (
+        f"Mean ± standard deviation (min–max) over the seeds. The change is new minus base with its "
+        f"{CONFIDENCE:.0%} interval (Welch's t; against one run, the group's prediction interval): "
+        "better or worse only when the interval excludes zero."
+    )
+    yield ""
+    yield "<details>"
+    yield "<summary>Per-class F1 (test set)</summary>"
+    yield ""
+    yield from group_table(groups.classes(), label="Class")
+    yield ""
+    yield "</details>"
+
+
+def one_run_a_side(groups: Groups, base: str) -> Iterator[str]:
+    """What one run a side can and cannot say, and how to get the seed groups."""
+    if groups.same_configuration:
+        yield from _same_configuration_note()
+        return
+    yield (
+        "**Seed noise: cannot tell.** One run a side: seeds alone move these numbers, so this table "
+        "cannot tell a better model from a lucky seed. Seed groups make the verdict: "
+        f"`python -m flows seeds` (the workspace) and `python -m flows seeds --rev {base}`; "
+        "the report then compares them."
+    )
+
+
+def _same_configuration_note() -> Iterator[str]:
+    yield (
+        "**Within seed noise: the same configuration.** Both sides have the same code, data and "
+        "params but the seed (`dvc.lock`), so a difference comes from the machine (other CPU kernels "
+        "round differently) or the seed, not from the change."
+    )
+
+
+def group_table(
+    comparisons: Sequence[MetricComparison], label: str = "Metric", old: str = "Base", new: str = "New"
+) -> Iterator[str]:
+    """Each comparison's two sides (mean ± sd and range), the change with its interval, the verdict."""
+    yield f"| {label} | {old} | {new} | Change ({CONFIDENCE:.0%} interval) | Verdict |"
+    yield "| --- | ---: | ---: | ---: | --- |"
+    for row in comparisons:
+        diff = row.difference
+        if diff is None:
+            change, verdict = _MISSING, _MISSING
+        elif diff.low is None or diff.high is None:
+            change, verdict = _delta(diff.delta), diff.verdict
+        else:
+            change = f"{_delta(diff.delta)} ({_delta(diff.low)} to {_delta(diff.high)})"
+            verdict = f"**{diff.verdict}**" if diff.significant else diff.verdict
+        yield f"| {_cell(row.name)} | {_spread(row.base)} | {_spread(row.new)} | {change} | {verdict} |"
+
+
+def _spread(summary: Summary | None) -> str:
+    if summary is None:
+        return _MISSING
+    if summary.sd is None:
+        return _number(summary.mean)
+    return f"{_number(summary.mean)} ± {_number(summary.sd)} ({_number(summary.low)}–{_number(summary.high)})"
 
 
 def metric_table(
@@ -288,7 +473,7 @@ def run(
     if output is not None:
         refuse_tracked(paths.root, output)
     compared = read_revisions(paths, base)
-    checks = gate_checks(compared.old, compared.new, review)
+    checks = gate_checks(compared.old, compared.new, review, compared.groups)
     link_dir = output.parent if output is not None else Path(".")
     images = [
         (title, image_link(path, paths.root, link_dir, image_base_url))
@@ -305,6 +490,7 @@ def run(
         images=images,
         stale_stages=compared.stale_stages,
         per_class=per_class_rows(compared.old_classes, compared.new_classes),
+        groups=compared.groups,
     )
     if output is None:
         print(text, end="")
@@ -349,6 +535,7 @@ class Revisions:
     stale_stages: list[str]
     old_classes: dict[str, Any]  # per-class scores by class name
     new_classes: dict[str, Any]
+    groups: Groups | None  # None where a side's run cannot be read as one (before dvc.lock)
 
 
 def read_revisions(paths: Paths, base: str) -> Revisions:
@@ -373,6 +560,7 @@ def read_revisions(paths: Paths, base: str) -> Revisions:
             found = [path.relative_to(paths.root).as_posix() for path in found]
             found = [path for path in found if base_fs.exists(path)]
             base_table = json.loads(base_fs.read_text(found[0])) if found else None
+            groups = read_groups(repo, paths, base_commit)
     except (DvcException, SCMError) as exc:
         raise ReportError(f"cannot compare with {base!r}: {exc}") from None
     new_table = json.loads(paths.per_class_json.read_text()) if paths.per_class_json.is_file() else None
@@ -384,7 +572,17 @@ def read_revisions(paths: Paths, base: str) -> Revisions:
         stale,
         per_class_scores(base_table, old),
         per_class_scores(new_table, new),
+        groups,
     )
+
+
+def read_groups(repo: Any, paths: Paths, base_commit: str) -> Groups | None:
+    """The base commit's and the workspace's seed groups, from the project's DVC experiments."""
+    base_run, new_run = revision_run(repo, paths, base_commit), workspace_run(paths)
+    if base_run is None or new_run is None:
+        return None
+    experiments = experiment_runs(repo, paths)
+    return Groups(group_of(base_run, experiments), group_of(new_run, experiments))
 
 
 def _metrics_of(shown: Mapping[str, Any], rev: str, target: str, where: str) -> dict[str, Any]:

@@ -246,7 +246,10 @@ class ReviewParams(_Section):
     min_test_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
     """Fail when the new test accuracy is below this."""
     max_test_accuracy_drop: Annotated[float, Field(ge=0, le=1)] | None = None
-    """Fail when test accuracy drops more than this against the base."""
+    """Fail when test accuracy drops more than this against the base: with seed groups, only a
+    significant drop (its 95% interval below zero) larger than this."""
+    seeds: Annotated[int, Field(ge=1, le=100)] = 3
+    """Runs in a seed group (``python -m flows seeds``; the PR workflow's groups of head and base)."""
 
 
 class Params(_Section):
