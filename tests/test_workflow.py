@@ -1,4 +1,5 @@
-"""The pull-request review workflow: valid, hardened, with the steps the README promises.
+"""The pull-request review workflow and main's base-groups workflow: valid, hardened, with the steps
+the README promises.
 
 It cannot run here; it is checked as YAML, against GitHub's schema (``check-jsonschema``) and by
 ``zizmor``'s security audit, offline.
@@ -20,6 +21,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "review.yml"
+BASE_GROUPS = REPO_ROOT / ".github" / "workflows" / "base-groups.yml"
+WORKFLOWS = [WORKFLOW, BASE_GROUPS]
 EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
 STORAGE_SECRETS = {"DVC_REMOTE_URL", "DVC_REMOTE_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
@@ -61,8 +64,9 @@ def test_runs_on_pull_requests_with_the_least_permissions(workflow: dict[str, An
         assert job["timeout-minutes"] <= 90
 
 
-def test_actions_are_pinned_to_commits(workflow: dict[str, Any]) -> None:
-    for step in all_steps(workflow):
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
+def test_actions_are_pinned_to_commits(path: Path) -> None:
+    for step in all_steps(yaml.safe_load(path.read_text())):
         if "uses" in step:
             assert re.fullmatch(r"actions/[\w.-]+@[0-9a-f]{40}", step["uses"]), (
                 f"pin to a commit: {step['uses']}"
@@ -128,6 +132,32 @@ def test_a_second_job_posts_only_its_own_comment(comment_job: dict[str, Any]) ->
     assert MARKER == "<!-- fashion-pipeline review report -->"
 
 
+def test_the_report_compares_the_seed_groups_of_head_and_base(report_job: dict[str, Any]) -> None:
+    steps = report_job["steps"]
+    pull, seeds = step_running(steps, "dvc pull"), step_running(steps, "python -m flows seeds")
+    report = step_running(steps, "python -m pipeline report")
+    assert "--run-cache" in pull["run"], "the base's group comes back from the run cache"
+    assert steps.index(step_running(steps, "dvc repro")) < steps.index(seeds) < steps.index(report)
+    assert 'python -m flows seeds --rev "origin/${BASE_REF}"' in seeds["run"]
+    assert report_job["env"]["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_main_pushes_its_seed_group_to_the_run_cache() -> None:
+    workflow = yaml.safe_load(BASE_GROUPS.read_text())
+    triggers = workflow.get("on", workflow.get(True))
+    assert triggers["push"] == {"branches": ["main"]}, "main's own code only, never a pull request's"
+    assert workflow["permissions"] == {}
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}
+    steps = job["steps"]
+    seeds, push = step_running(steps, "python -m flows seeds"), step_running(steps, "dvc push --run-cache")
+    assert steps.index(step_running(steps, "dvc pull --allow-missing --run-cache")) < steps.index(seeds)
+    assert steps.index(seeds) < steps.index(push)
+    for step in steps:
+        secrets = {name for name, value in step.get("env", {}).items() if "secrets." in value}
+        assert not secrets or step in (steps[3], push), step["name"]
+
+
 def test_report_options_used_by_the_workflow_exist(report_job: dict[str, Any]) -> None:
     command = step_running(report_job["steps"], "python -m pipeline report")["run"]
     used = set(re.findall(r"(--[a-z][a-z-]+)", command.split("python -m pipeline report", 1)[1]))
@@ -141,8 +171,9 @@ def test_report_options_used_by_the_workflow_exist(report_job: dict[str, Any]) -
     assert used and all(option in help_text for option in used), used
 
 
-def test_every_run_script_is_valid_bash(workflow: dict[str, Any]) -> None:
-    for step in all_steps(workflow):
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
+def test_every_run_script_is_valid_bash(path: Path) -> None:
+    for step in all_steps(yaml.safe_load(path.read_text())):
         if "run" in step:
             script = EXPRESSION.sub("EXPRESSION", step["run"])
             result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
@@ -159,15 +190,17 @@ def required_tool(name: str) -> str:
     return command
 
 
-def test_matches_the_github_workflow_schema() -> None:
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
+def test_matches_the_github_workflow_schema(path: Path) -> None:
     """SchemaStore's schema, vendored by check-jsonschema."""
-    args = [required_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)]
+    args = [required_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)]
     result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode == 0, f"{shlex.join(args)}\n{result.stdout}{result.stderr}"
 
 
-def test_zizmor_finds_nothing() -> None:
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
+def test_zizmor_finds_nothing(path: Path) -> None:
     """zizmor's audit at its strictest persona; an exception needs a justified ignore comment."""
-    args = [required_tool("zizmor"), "--offline", "--persona", "auditor", str(WORKFLOW)]
+    args = [required_tool("zizmor"), "--offline", "--persona", "auditor", str(path)]
     result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode == 0, f"{shlex.join(args)}\n{result.stdout}{result.stderr}"
