@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep-workspace", action="store_true", help="keep a failed run's workspace for debugging"
     )
     sweep = commands.add_parser(
-        "sweep", parents=[common, on_dask], help="run every combination of params as trials on Dask"
+        "sweep", parents=[common, changed, on_dask], help="run every combination of params as trials on Dask"
     )
     sweep.add_argument(
         "-S",
@@ -173,18 +173,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     project = args.project_dir.resolve()
     overrides: dict[str, Any] = {}
     try:  # every param before any server starts: one line, exit 2
-        if args.command in ("run", "seeds"):
+        if args.command in ("run", "sweep", "seeds"):
             overrides = overrides_from(args.params, args.override)
             origins = dict.fromkeys((key for key, _ in args.override), "--override")
             origins = {**dict.fromkeys(set(overrides) - set(origins), str(args.params)), **origins}
             if not args.source:
                 check_params(project, args.rev, overrides, origins)
-        elif args.command == "sweep" and not args.source:
+        if args.command == "sweep" and not args.source:
             for number, trial in enumerate(trial_overrides(args.grid), start=1):
-                check_params(project, args.rev, trial, dict.fromkeys(trial, f"-S (trial {number})"))
+                origins |= dict.fromkeys(trial, f"-S (trial {number})")
+                check_params(project, args.rev, {**overrides, **trial}, origins)
     except (PipelineError, RuntimeError, OSError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    if args.command in ("run", "seeds") and args.params:
+    if args.command != "serve" and args.params:
         print(
             f"{args.params}: its values for {', '.join(sorted(overrides))} are used as overrides",
             file=sys.stderr,
@@ -200,40 +201,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, Any]) -> int:
-    """Run, sweep or serve, against the Prefect API of this command."""
+    """Run, sweep, seeds or serve, against the Prefect API of this command."""
     from flows.pipeline_flow import fashion_pipeline
 
-    if args.command == "sweep":
+    where = {"rev": args.rev, "source": args.source, "push": args.push, "project_dir": str(project)}
+    if args.command in ("sweep", "seeds"):
+        from flows.seeds_flow import fashion_seeds
         from flows.sweep_flow import fashion_sweep
 
-        state = fashion_sweep(
-            grid=args.grid,
-            workers=args.workers,
-            dask_address=args.dask_address,
-            in_process=args.in_process,
-            rev=args.rev,
-            source=args.source,
-            apply_best=args.apply_best,
-            push=args.push,
-            project_dir=str(project),
-            return_state=True,
-        )
-        return 0 if state.is_completed() else 1
-    if args.command == "seeds":
-        from flows.seeds_flow import fashion_seeds
-
-        state = fashion_seeds(
-            seeds=args.seeds,
-            overrides=overrides,
-            workers=args.workers,
-            dask_address=args.dask_address,
-            in_process=args.in_process,
-            rev=args.rev,
-            source=args.source,
-            push=args.push,
-            project_dir=str(project),
-            return_state=True,
-        )
+        trials = {"overrides": overrides, "workers": args.workers, "dask_address": args.dask_address}
+        trials |= {"in_process": args.in_process, **where, "return_state": True}
+        if args.command == "sweep":
+            state = fashion_sweep(grid=args.grid, apply_best=args.apply_best, **trials)
+        else:
+            state = fashion_seeds(seeds=args.seeds, **trials)
         return 0 if state.is_completed() else 1
     if args.command == "serve":
         parameters = {
@@ -246,13 +227,6 @@ def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, An
         fashion_pipeline.serve(name=args.name, cron=args.cron, parameters=parameters, global_limit=1)
         return 0
     state = fashion_pipeline(
-        overrides=overrides,
-        rev=args.rev,
-        source=args.source,
-        apply=args.apply,
-        push=args.push,
-        keep_workspace=args.keep_workspace,
-        project_dir=str(project),
-        return_state=True,
+        overrides=overrides, apply=args.apply, keep_workspace=args.keep_workspace, **where, return_state=True
     )
     return 0 if state.is_completed() else 1
