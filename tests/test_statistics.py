@@ -121,6 +121,28 @@ def test_configuration_leaves_out_the_seed_the_review_section_and_other_stages_o
     assert configuration_of(yaml.safe_load(lock(code="bbb"))) != configuration_of(yaml.safe_load(lock()))
 
 
+def test_a_stale_stage_that_dvc_lock_keeps_is_not_part_of_the_configuration() -> None:
+    def with_stale(epochs: int) -> dict:
+        stale = {
+            "cmd": "python -m pipeline.validate",
+            "params": {"params.yaml": {"train": {"epochs": epochs}}},
+        }
+        document = yaml.safe_load(lock(epochs=5))
+        return {**document, "stages": {**document["stages"], "validate": stale}}
+
+    pipeline = ["ingest", "train", "evaluate"]  # dvc.yaml's stages: validate was removed from it
+    assert configuration_of(with_stale(20), pipeline) == configuration_of(
+        yaml.safe_load(lock(epochs=5)), pipeline
+    )
+    assert configuration_of(with_stale(20), pipeline) != configuration_of(yaml.safe_load(lock()), pipeline)
+    dvc_yaml = yaml.safe_dump({"stages": dict.fromkeys(pipeline, {"cmd": "x"})})
+    stale_run = run_from("exp", yaml.safe_dump(with_stale(20)), metrics(0.8), None, dvc_yaml_text=dvc_yaml)
+    assert (
+        stale_run.configuration
+        == run_from("own", lock(epochs=5), metrics(0.8), None, dvc_yaml_text=dvc_yaml).configuration
+    )
+
+
 def test_a_group_is_the_own_run_and_the_newest_run_of_each_other_seed() -> None:
     own = run_from("workspace", lock(42), metrics(0.80), classes(0.5))
     older = run_from("exp-old", lock(43), metrics(0.70), None, time=1)

@@ -43,9 +43,12 @@ class Run:
     time: int = 0  # commit time: the newest experiment of a seed wins
 
 
-def configuration_of(lock: Mapping[str, Any]) -> str:
-    """A short hash of what decides a run's results except its seed (see the module's docstring)."""
+def configuration_of(lock: Mapping[str, Any], pipeline: Iterable[str] | None = None) -> str:
+    """A short hash of what decides a run's results except its seed (see the module's docstring):
+    of the stages named in ``pipeline`` (dvc.yaml's), where ``dvc.lock`` keeps stale ones too."""
     stages = lock.get("stages") or {}
+    if pipeline is not None:
+        stages = {name: stage for name, stage in stages.items() if name in set(pipeline)}
     produced = [out["path"] for stage in stages.values() for out in stage.get("outs", [])]
     sources, params = [], {}
     for name, stage in sorted(stages.items()):
@@ -70,8 +73,15 @@ def seed_of(lock: Mapping[str, Any]) -> int | None:
     return None
 
 
-def run_from(label: str, lock_text: str, metrics_text: str, classes_text: str | None, time: int = 0) -> Run:
-    """A :class:`Run` from the texts of its ``dvc.lock``, metrics JSON and per-class JSON."""
+def run_from(
+    label: str,
+    lock_text: str,
+    metrics_text: str,
+    classes_text: str | None,
+    time: int = 0,
+    dvc_yaml_text: str | None = None,
+) -> Run:
+    """A :class:`Run` from the texts of its ``dvc.lock``, metrics JSON, per-class JSON and dvc.yaml."""
     from pipeline.commands.report import per_class_scores
 
     lock = yaml.safe_load(lock_text) or {}
@@ -82,7 +92,9 @@ def run_from(label: str, lock_text: str, metrics_text: str, classes_text: str | 
         for name, scores in per_class_scores(table, metrics).items()
         if isinstance(scores, Mapping) and "f1" in scores
     }
-    return Run(label, seed_of(lock), configuration_of(lock), headline_metrics(metrics), classes, time)
+    pipeline = (yaml.safe_load(dvc_yaml_text) or {}).get("stages") if dvc_yaml_text else None
+    configuration = configuration_of(lock, pipeline)
+    return Run(label, seed_of(lock), configuration, headline_metrics(metrics), classes, time)
 
 
 def headline_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -94,11 +106,10 @@ def headline_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def workspace_run(paths: Paths) -> Run | None:
     """The workspace's run, or None before ``dvc repro`` has written one."""
-    lock, metrics = paths.root / "dvc.lock", paths.metrics_json
-    if not (lock.is_file() and metrics.is_file()):
+    lock, metrics, classes, dvc_yaml = (_read_file(path) for path in _files(paths))
+    if lock is None or metrics is None:
         return None
-    classes = paths.per_class_json.read_text() if paths.per_class_json.is_file() else None
-    return run_from("workspace", lock.read_text(), metrics.read_text(), classes)
+    return run_from("workspace", lock, metrics, classes, dvc_yaml_text=dvc_yaml)
 
 
 def revision_run(repo: Repo, paths: Paths, rev: str, label: str | None = None) -> Run | None:
@@ -106,14 +117,14 @@ def revision_run(repo: Repo, paths: Paths, rev: str, label: str | None = None) -
     sha = repo.scm.resolve_rev(rev)
     fs = repo.scm.get_fs(sha)
     texts = [_read(fs, path.relative_to(paths.root).as_posix()) for path in _files(paths)]
-    lock, metrics, classes = texts
+    lock, metrics, classes, dvc_yaml = texts
     if lock is None or metrics is None:
         return None
     try:
         time = repo.scm.resolve_commit(sha).commit_time
     except Exception:  # noqa: BLE001  (the order of experiments only)
         time = 0
-    return run_from(label or sha[:7], lock, metrics, classes, time)
+    return run_from(label or sha[:7], lock, metrics, classes, time, dvc_yaml)
 
 
 def experiment_runs(repo: Repo, paths: Paths) -> list[Run]:
@@ -199,8 +210,12 @@ def _ignored(key: str) -> bool:
     return any(key == ignored or key.startswith(f"{ignored}.") for ignored in IGNORED_PARAMS)
 
 
-def _files(paths: Paths) -> tuple[Path, Path, Path]:
-    return paths.root / "dvc.lock", paths.metrics_json, paths.per_class_json
+def _files(paths: Paths) -> tuple[Path, Path, Path, Path]:
+    return paths.root / "dvc.lock", paths.metrics_json, paths.per_class_json, paths.root / "dvc.yaml"
+
+
+def _read_file(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
 
 
 def _read(fs: Any, path: str) -> str | None:
