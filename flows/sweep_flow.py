@@ -157,7 +157,7 @@ def run_shared_stages(
 @task(name="trial", **_TASK)
 def run_trial(
     number: int,
-    overrides: dict[str, str],
+    overrides: dict[str, Any],
     source: str,
     commit: str,
     changes: str | None,
@@ -265,7 +265,7 @@ def _current_dask_task() -> tuple[Any, str] | None:
 
 @flow(name="fashion-sweep-trials")
 def run_trials(
-    trials: list[dict[str, str]],
+    trials: list[dict[str, Any]],
     source: str,
     commit: str,
     changes: str | None,
@@ -410,7 +410,7 @@ def rank(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(results, key=key)
 
 
-def varied_keys(trials: list[dict[str, str]]) -> list[str]:
+def varied_keys(trials: list[dict[str, Any]]) -> list[str]:
     """The params whose value differs between trials."""
     keys = sorted({key for overrides in trials for key in overrides})
     return [key for key in keys if len({overrides.get(key) for overrides in trials}) > 1]
