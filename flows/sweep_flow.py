@@ -413,7 +413,7 @@ def rank(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def varied_keys(trials: list[dict[str, Any]]) -> list[str]:
     """The params whose value differs between trials."""
     keys = sorted({key for overrides in trials for key in overrides})
-    return [key for key in keys if len({overrides.get(key) for overrides in trials}) > 1]
+    return [key for key in keys if len({repr(overrides.get(key)) for overrides in trials}) > 1]  # lists too
 
 
 def ranking_table(ranked: list[dict[str, Any]], varied: list[str]) -> list[dict[str, Any]]:

@@ -190,6 +190,8 @@ def test_trials_rank_by_validation_accuracy_and_failures_come_last() -> None:
     assert [r["trial"] for r in ranked] == [3, 2, 1, 4]
     trials = [r["overrides"] for r in ranked]
     assert varied_keys(trials) == ["train.epochs"]
+    with_lists = [{**trial, "train.model.cnn.filters": [32, 64]} for trial in trials]  # a preset's values
+    assert varied_keys(with_lists) == ["train.epochs"]
     table = ranking_table(ranked, varied_keys(trials))
     assert table[0] == {
         "rank": 1,
