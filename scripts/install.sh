@@ -2,20 +2,28 @@
 # Install fashion-pipeline on a fresh machine (Python >= 3.11 and pip; root or not).
 #   bash scripts/install.sh         the pipeline, plus the Debian Fashion-MNIST package when possible
 #   bash scripts/install.sh --dev   also the test tools (pytest, ruff, hypothesis) and Chromium for the plot test
+#   bash scripts/install.sh --gpu   the pipeline with CUDA's libraries for TensorFlow (Linux x86_64, an NVIDIA driver)
 # PYTHON=/path/to/python picks the interpreter (default: python3); one in a virtual environment
 # installs into it, other ones as root or with --user.
 #
-# The versions are the tested ones, pinned with their hashes in requirements/runtime.lock (plain)
-# and requirements/dev.lock (--dev), both made from pyproject.toml's ranges by uv
-# (pip install uv). After changing a dependency in pyproject.toml, regenerate both, from the root:
+# The versions are the tested ones, pinned with their hashes in requirements/runtime.lock (plain),
+# requirements/dev.lock (--dev) and requirements/gpu.lock (--gpu), made from pyproject.toml's ranges
+# by uv (pip install uv). After changing a dependency in pyproject.toml, regenerate them, from the root:
 #   uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements/runtime.lock
 #   uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes -o requirements/dev.lock
+#   uv pip compile pyproject.toml --extra gpu --universal --python-version 3.11 --generate-hashes -o requirements/gpu.lock
 # (add --upgrade to move every pin to the newest release the ranges allow), then run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=false
-[ "${1:-}" = "--dev" ] && dev=true
+lock=requirements/runtime.lock
+case "${1:-}" in
+  --dev) dev=true; lock=requirements/dev.lock ;;
+  --gpu) lock=requirements/gpu.lock ;;
+  "") ;;
+  *) echo "usage: bash scripts/install.sh [--dev | --gpu]" >&2; exit 2 ;;
+esac
 python=${PYTHON:-python3}
 
 as_root() {
@@ -51,7 +59,6 @@ in_venv=$("$python" -c 'import sys; print(int(sys.prefix != sys.base_prefix))')
 if [ -z "${VIRTUAL_ENV:-}" ] && [ "$in_venv" = 0 ] && [ "$(id -u)" -ne 0 ]; then
   pip_args+=(--user)
 fi
-if $dev; then lock=requirements/dev.lock; else lock=requirements/runtime.lock; fi
 # pip before 24 takes a second, unpinned copy of a package asked for with an extra (httpx[http2])
 # and then refuses the lock file's hashes
 "$python" -m pip install "${pip_args[@]}" "pip>=24.2"

@@ -206,7 +206,7 @@ def test_one_override_switches_the_model_family() -> None:
         ({"train.model.cnn.dense_units": 0}, r"train\.model\.cnn: .*dense_dropout .* must be 0"),
         (
             {"train.model.cnn.precision": "float16"},
-            r"train\.model\.cnn\.precision: .*'float32' or 'mixed_bfloat16'",
+            r"train\.model\.cnn\.precision: .*'float32', 'mixed_bfloat16' or 'mixed_float16'",
         ),
         (
             {"train.model.cnn.augment.shift": 0.9},

@@ -4,6 +4,8 @@ determinism."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 
 import numpy as np
@@ -126,6 +128,47 @@ def test_adamw_and_the_cosine_schedule() -> None:
     assert float(schedule(0)) == pytest.approx(0.001)  # AdamW's Keras default
     assert float(schedule(50)) == pytest.approx(0.0005)
     assert float(schedule(100)) == pytest.approx(0.0)
+
+
+def test_the_optimizer_scales_the_loss_for_float16_only() -> None:
+    scaled = training.make_optimizer("adam", None, loss_scaling=True)
+    assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(scaled.inner_optimizer, keras.optimizers.Adam)
+    assert not isinstance(training.make_optimizer("adam", None), keras.optimizers.LossScaleOptimizer)
+
+
+def test_the_train_log_names_the_device(caplog: pytest.LogCaptureFixture) -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        assert training.training_device().startswith("GPU:0 (")
+        return
+    assert training.training_device("mixed_bfloat16") == (
+        f"the CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow), mixed_bfloat16"
+    )
+    with caplog.at_level(logging.WARNING):
+        training.training_device("mixed_float16")
+    assert "mixed_float16 without a GPU" in caplog.text
+
+
+@pytest.mark.integration  # a few seconds: float16 compute, loss scaling, float32 export
+def test_a_mixed_float16_cnn_trains_with_loss_scaling_and_exports_float32(paths, params_file, caplog) -> None:
+    overrides = {
+        "train.model.architecture": "cnn",
+        "train.model.cnn.filters": [4],
+        "train.model.cnn.dense_units": 8,
+        "train.model.cnn.precision": "mixed_float16",
+        "train.epochs": 1,
+    }
+    params = load_params(params_file, overrides)
+    with caplog.at_level(logging.INFO):
+        train.run(paths, params.train)
+    assert "training on " in caplog.text and "mixed_float16" in caplog.text
+    exported = model_file.load(paths.keras_model)
+    assert exported.get_layer("block1_conv1").dtype_policy.name == "mixed_float16"
+    assert exported.output.dtype == "float32"
+    metrics = evaluate.run(paths, params.evaluate)  # the export agrees with the checkpoint
+    assert 0 <= metrics["test"]["accuracy"] <= 1
 
 
 @pytest.mark.integration  # 13 s: a CNN trained twice and evaluated

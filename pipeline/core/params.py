@@ -162,9 +162,10 @@ class CnnModelParams(_Section):
     """Dropout after the head's hidden layer."""
     augment: AugmentParams = AugmentParams()
     """Random changes to each training batch, seeded by ``train.seed``."""
-    precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     """``mixed_bfloat16``: bfloat16 compute, float32 weights and softmax. 1.03x-1.13x as fast on a CPU
-    with AVX-512 bfloat16 instructions; 10x slower on one without (bench/models.py)."""
+    with AVX-512 bfloat16 instructions; 10x slower on one without (bench/models.py).
+    ``mixed_float16``: float16 compute with loss scaling, for a GPU's tensor cores; not for a CPU."""
     steps_per_execution: StepsPerExecution = 10
     """Batches per compiled Keras call (a CNN step dwarfs the per-call overhead this saves)."""
 
@@ -199,6 +200,11 @@ class ModelParams(_Section):
     def family(self) -> DenseModelParams | CnnModelParams:
         """The selected family's params."""
         return getattr(self, self.architecture)
+
+    @property
+    def precision(self) -> str:
+        """The selected family's compute precision (the dense nets compute in float32)."""
+        return getattr(self.family, "precision", "float32")
 
 
 class EarlyStoppingParams(_Section):

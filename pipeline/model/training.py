@@ -8,6 +8,7 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -42,19 +43,44 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def training_device(precision: str = "float32") -> str:
+    """Where TensorFlow trains: the first GPU it sees, by name, or the CPU; for the train log.
+
+    Keras places the model on the first GPU by itself when TensorFlow sees one (the ``gpu`` extra);
+    ``enable_op_determinism`` holds there too. ``mixed_float16`` without a GPU is warned about."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = details.get("compute_capability")
+        card = details.get("device_name", "unnamed")
+        if capability:
+            card += f", compute capability {capability[0]}.{capability[1]}"
+        device = gpus[0].name.removeprefix("/physical_device:")
+        return f"{device} ({card}; {len(gpus)} GPU(s) visible), {precision}"
+    if precision == "mixed_float16":
+        log.warning("train.model.cnn.precision mixed_float16 without a GPU: float16 on a CPU is slow")
+    return f"the CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow), {precision}"
+
+
 def make_optimizer(
-    name: str, learning_rate: float | None, schedule: str = "constant", total_steps: int = 1
+    name: str,
+    learning_rate: float | None,
+    schedule: str = "constant",
+    total_steps: int = 1,
+    loss_scaling: bool = False,
 ) -> keras.optimizers.Optimizer:
     """The named optimizer; ``learning_rate=None`` keeps Keras's default for it.
 
     ``schedule="cosine"`` decays the rate to 0 over ``total_steps`` (``CosineDecay``).
+    ``loss_scaling`` wraps it in Keras's ``LossScaleOptimizer``, which float16 gradients need.
     """
     optimizer = _OPTIMIZERS[name]
     if learning_rate is None:
         learning_rate = inspect.signature(optimizer).parameters["learning_rate"].default
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
-    return optimizer(learning_rate=learning_rate)
+    made = optimizer(learning_rate=learning_rate)
+    return keras.optimizers.LossScaleOptimizer(made) if loss_scaling else made
 
 
 def fit(
@@ -69,6 +95,7 @@ def fit(
             params.learning_rate,
             params.learning_rate_schedule,
             total_steps=params.epochs * steps_per_epoch,
+            loss_scaling=params.model.precision == "mixed_float16",
         ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
