@@ -1,17 +1,21 @@
-"""Accuracy against training time of the model presets on this machine: the dense defaults,
-``presets/cnn-fast.yaml`` and ``presets/cnn.yaml``, plus the CNN's speed in float32 against
-``mixed_bfloat16``, and with TensorFlow's oneDNN kernels against its own (``TF_ENABLE_ONEDNN_OPTS``).
+"""Accuracy against training time of the model presets on this machine (the frontier a user picks
+from): the dense defaults, ``presets/cnn-fast.yaml`` and ``presets/cnn.yaml``, each over ``--seeds``
+seeds (3; the configuration's ``train.seed`` and the ones after it, as ``python -m flows seeds``),
+plus the CNN's speed in float32 against ``mixed_bfloat16``, and with TensorFlow's oneDNN kernels
+against its own (``TF_ENABLE_ONEDNN_OPTS``).
 
 Real data, whole ``python -m pipeline train`` and ``evaluate`` processes in a scratch copy of this
-project, each preset applied as the flow applies ``--params``: only the keys the file holds. Prints
-a Markdown table: test accuracy, train seconds (the whole stage process), seconds per epoch (the
-median of the train stage's own epoch log lines). The precision comparison runs both models in one
-process, alternating short bursts of training steps, so that the machine's slow and fast spells
-(epochs of the same run vary 2x here) fall on both alike. The kernels are chosen when TensorFlow is
-imported, so that comparison alternates whole processes instead.
+project, one after another (no run shares the cores), each preset applied as the flow applies
+``--params``: only the keys the file holds. Prints a Markdown table: test accuracy's mean ± sd and
+range over the seeds, the train stage's mean minutes (the whole stage process), seconds per epoch
+(the median of the train stage's own epoch log lines); ``--plot FILE`` draws it. The precision
+comparison runs both models in one process, alternating short bursts of training steps, so that
+the machine's slow and fast spells (epochs of the same run vary 2x here) fall on both alike. The
+kernels are chosen when TensorFlow is imported, so that comparison alternates whole processes.
 
-    python bench/models.py                 # about 15 minutes on 2 CPU cores
-    python bench/models.py --only cnn-fast
+    python bench/models.py                 # about 35 minutes on 2 CPU cores
+    python bench/models.py --only frontier --plot docs/frontier.png   # the presets only
+    python bench/models.py --only cnn-fast --seeds 1
     python bench/models.py --only precision
     python bench/models.py --only kernels
 """
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from scratch import REPO_ROOT, scratch_project
+from scratch import REPO_ROOT, commit, scratch_project
 
 sys.path.insert(0, str(REPO_ROOT))
 from pipeline.core.params import leaf_values, load_params, read_raw_params, validate_params  # noqa: E402
@@ -147,39 +151,115 @@ def preset_overrides(path: Path | None) -> dict:
     return {} if path is None else leaf_values(read_raw_params(path), source=str(path))
 
 
+@dataclass(frozen=True)
+class Point:
+    """One preset over its seeds: the frontier's point."""
+
+    name: str
+    command: str
+    results: list[Result]
+
+    def accuracies(self) -> list[float]:
+        return [result.test_accuracy for result in self.results]
+
+    @property
+    def minutes(self) -> float:
+        return statistics.mean(result.train_s for result in self.results) / 60
+
+
+def frontier(project: Path, only: str | None, seeds: int) -> list[Point]:
+    """Each preset (or the one ``only`` names) trained and evaluated over ``seeds`` seeds."""
+    points = []
+    for name, path in PRESETS.items():
+        if only not in (None, "frontier", name.split()[0]):
+            continue
+        overrides = preset_overrides(path)
+        first = load_params(REPO_ROOT / "params.yaml", overrides).train.seed
+        results = [
+            train_and_evaluate(project, overrides | {"train.seed": seed})
+            for seed in range(first, first + seeds)
+        ]
+        source = "" if path is None else f" --params {path.relative_to(REPO_ROOT)}"
+        points.append(Point(name, f"python -m flows seeds{source}", results))
+    return points
+
+
+def print_frontier(points: list[Point], seeds: int) -> None:
+    print()
+    print(
+        f"| model | test accuracy, {seeds} seeds: mean ± sd (min-max) | train stage | per epoch | epochs "
+        "| group |"
+    )
+    print("|---|---:|---:|---:|---:|---|")
+    for point in points:
+        values = point.accuracies()
+        spread = (
+            f" ± {statistics.stdev(values):.4f} ({min(values):.4f}-{max(values):.4f})"
+            if len(values) > 1
+            else ""
+        )
+        epoch_s = statistics.median(result.epoch_s for result in point.results)
+        print(
+            f"| {point.name} | {statistics.mean(values):.4f}{spread} | {point.minutes:.1f} min "
+            f"| {epoch_s:.1f} s | {point.results[0].epochs} | `{point.command}` |"
+        )
+    print(
+        f"\npython bench/models.py --seeds {seeds}; train stage: the mean over the seeds; per epoch: the "
+        "median of the stage's epoch log lines after the first"
+    )
+
+
+def plot_frontier(points: list[Point], path: Path) -> None:
+    """Test accuracy (mean, min-max bars) against the train stage's minutes, one point per preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    for point in points:
+        values = point.accuracies()
+        mean = statistics.mean(values)
+        axes.errorbar(
+            point.minutes, mean, yerr=[[mean - min(values)], [max(values) - mean]], fmt="o", capsize=4
+        )
+        axes.annotate(
+            point.name.split()[0], (point.minutes, mean), textcoords="offset points", xytext=(6, -12)
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("train stage, minutes (log scale)")
+    axes.set_ylabel(f"test accuracy (mean, min-max of {len(points[0].results)} seeds)")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
-        choices=[*(name.split()[0] for name in PRESETS), "precision", "kernels"],
-        help="one row or table",
+        choices=[*(name.split()[0] for name in PRESETS), "frontier", "precision", "kernels"],
+        help="one preset, the presets only (frontier), or one speed table",
     )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per preset (default: 3)")
+    parser.add_argument("--plot", type=Path, help="draw the frontier into this PNG")
     args = parser.parse_args()
-    rows = []
     with tempfile.TemporaryDirectory(prefix="fashion-bench-models-") as directory:
         project = scratch_project(Path(directory) / "project")
+        commit(project, "the project as benchmarked")  # DVCLive needs a commit to start from
         for command in (["ingest"], ["preprocess"]):  # preprocess again per preset: it may set its keys
             subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=project, check=True)
-        for name, path in PRESETS.items():
-            if args.only and name.split()[0] != args.only:
-                continue
-            result = train_and_evaluate(project, preset_overrides(path))
-            source = "params.yaml" if path is None else f"--params {path.relative_to(REPO_ROOT)}"
-            rows.append((name, result, f"python -m flows run {source}".replace(" params.yaml", "")))
+        points = [] if args.only in ("precision", "kernels") else frontier(project, args.only, args.seeds)
         step = kernels = None
         if args.only in (None, "precision"):
             step = seconds_per_step(project, preset_overrides(PRESETS["cnn"]))
         if args.only in (None, "kernels"):
             kernels = seconds_per_step_by_kernels(project, preset_overrides(PRESETS["cnn"]))
-    print()
-    print("| model | test accuracy | train stage | per epoch | epochs | command |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, result, command in rows:
-        print(
-            f"| {name} | {result.test_accuracy:.4f} | {result.train_s / 60:.1f} min ({result.train_s:.0f} s) "
-            f"| {result.epoch_s:.1f} s | {result.epochs} | `{command}` |"
-        )
-    print("\npython bench/models.py; per epoch: median of the stage's epoch log lines after the first")
+    if points:
+        print_frontier(points, args.seeds)
+        if args.plot:
+            plot_frontier(points, args.plot)
     if step:
         print_speeds(f"precision (cnn preset, {PRECISION_ROUNDS} alternating bursts)", step)
     if kernels:
