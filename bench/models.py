@@ -227,6 +227,12 @@ def plot_frontier(points: list[Point], path: Path) -> None:
             point.name.split()[0], (point.minutes, mean), textcoords="offset points", xytext=(6, -12)
         )
     axes.set_xscale("log")
+    axes.set_xlim(min(point.minutes for point in points) / 1.5, max(point.minutes for point in points) * 1.8)
+    ticks = [
+        tick for tick in (0.25, 0.5, 1, 2, 5, 10, 20, 50) if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]
+    ]
+    axes.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+    axes.minorticks_off()
     axes.set_xlabel("train stage, minutes (log scale)")
     axes.set_ylabel(f"test accuracy (mean, min-max of {len(points[0].results)} seeds)")
     axes.grid(True, alpha=0.3)
