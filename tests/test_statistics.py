@@ -219,7 +219,7 @@ def test_the_same_configuration_is_within_seed_noise_not_a_drop() -> None:
     # with other seeds known, both sides share them, and no interval makes it a change
     others = runs([0.8789, 0.8801, 0.8770])[1:]
     shared = Groups(committed + others, here + others)
-    assert all(row.difference.verdict == "within seed noise" for row in shared.metrics())
+    assert all(row.difference.verdict == "within seed noise" for row in shared.metrics)
     _, drop = gate_checks(old, now, ReviewParams(max_test_accuracy_drop=0.0), shared)
     assert drop.passed
 

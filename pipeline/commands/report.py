@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -145,16 +146,19 @@ class Groups:
         """Either side has more than one run: the groups, not the two runs, are compared."""
         return max(len(self.base), len(self.new)) > 1
 
+    @cached_property
     def metrics(self) -> list[MetricComparison]:
+        """Each headline metric compared, once (the gate and the table both read it)."""
         return compare_groups(self.base, self.new, same_configuration=self.same_configuration)
 
+    @cached_property
     def classes(self) -> list[MetricComparison]:
         return compare_groups(
             self.base, self.new, scores="classes", same_configuration=self.same_configuration
         )
 
     def of(self, metric: str) -> MetricComparison | None:
-        return next((row for row in self.metrics() if row.name == metric), None)
+        return next((row for row in self.metrics if row.name == metric), None)
 
 
 def gate_checks(
@@ -364,7 +368,7 @@ def seed_group_section(groups: Groups) -> Iterator[str]:
         yield ""
         yield from _same_configuration_note()
     yield ""
-    yield from group_table(groups.metrics())
+    yield from group_table(groups.metrics)
     yield ""
     yield (
         f"Mean ± standard deviation (min–max) over the seeds. The change is new minus base with its "
@@ -375,7 +379,7 @@ def seed_group_section(groups: Groups) -> Iterator[str]:
     yield "<details>"
     yield "<summary>Per-class F1 (test set)</summary>"
     yield ""
-    yield from group_table(groups.classes(), label="Class")
+    yield from group_table(groups.classes, label="Class")
     yield ""
     yield "</details>"
 
