@@ -18,12 +18,18 @@ kernels are chosen when TensorFlow is imported, so that comparison alternates wh
     python bench/models.py --only cnn-fast --seeds 1
     python bench/models.py --only precision
     python bench/models.py --only kernels
+    python bench/models.py --smoke         # every table on tiny synthetic data: does it run?
+
+``--smoke`` (tests/test_bench.py) takes the same steps on 300 synthetic images, each preset shrunk
+(1 epoch, a 16-unit dense layer, an eighth of the CNN's filters, a 16-unit head), one seed, one
+round of each speed comparison; its numbers mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from scratch import REPO_ROOT, commit, scratch_project
+from scratch import REPO_ROOT, bench_project
 
 sys.path.insert(0, str(REPO_ROOT))
 from pipeline.core.params import leaf_values, load_params, read_raw_params, validate_params  # noqa: E402
@@ -78,6 +84,18 @@ def train_and_evaluate(project: Path, overrides: dict) -> Result:
     return Result(metrics["test"]["accuracy"], train_s, statistics.median(epochs[1:] or epochs), len(epochs))
 
 
+def smoke_overrides(overrides: dict) -> dict:
+    """``overrides`` (a preset's) shrunk for ``--smoke``: 1 epoch, a 16-unit dense layer, an eighth
+    of the CNN's filters (as many blocks), a 16-unit head."""
+    cnn = load_params(REPO_ROOT / "params.yaml", overrides).train.model.cnn
+    return overrides | {
+        "train.epochs": 1,
+        "train.model.dense.hidden_units": [16],
+        "train.model.cnn.filters": [max(2, filters // 8) for filters in cnn.filters],
+        "train.model.cnn.dense_units": 16,
+    }
+
+
 def seconds_per_step(
     project: Path,
     overrides: dict,
@@ -87,19 +105,20 @@ def seconds_per_step(
     """Median seconds per training step of the preset's CNN in each precision, interleaved."""
     from pipeline.core.splits import load_split
     from pipeline.model import families as models
-    from pipeline.stages import train  # only this comparison imports TensorFlow here
+    from pipeline.model import training  # only this comparison imports TensorFlow here
 
     params = load_params(REPO_ROOT / "params.yaml", overrides).train
-    train.seed_everything(params.seed)
+    training.seed_everything(params.seed)
     data = load_split(project / "data/processed/train.npz")
     count = params.batch_size * PRECISION_STEPS
     x, y = data.x[:count], data.y[:count]
+    steps = math.ceil(len(x) / params.batch_size)  # PRECISION_STEPS, or fewer on tiny data
     compiled = {}
     for precision in precisions:
         family = params.model.cnn.model_copy(update={"precision": precision})
         model = models.make_cnn(x.shape[1:], 10, family)
         model.compile(  # as the train stage compiles it
-            optimizer=train.make_optimizer(params.optimizer, params.learning_rate),
+            optimizer=training.make_optimizer(params.optimizer, params.learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             steps_per_execution=family.steps_per_execution,
@@ -111,20 +130,22 @@ def seconds_per_step(
         for precision, model in compiled.items():
             start = time.perf_counter()
             model.fit(x, y, batch_size=params.batch_size, verbose=0, shuffle=False)
-            times[precision].append((time.perf_counter() - start) / PRECISION_STEPS)
+            times[precision].append((time.perf_counter() - start) / steps)
     return {precision: statistics.median(values) for precision, values in times.items()}
 
 
-def seconds_per_step_by_kernels(project: Path, overrides: dict) -> dict[str, float]:
+def seconds_per_step_by_kernels(
+    project: Path, overrides: dict, rounds: int = KERNEL_ROUNDS, bursts: int = KERNEL_BURSTS
+) -> dict[str, float]:
     """Median seconds per float32 training step with each of TensorFlow's CPU kernel sets, whole
     processes alternating."""
     measure = (
         "import json, sys; from pathlib import Path; from models import seconds_per_step; "
         "project, overrides = Path(sys.argv[1]), json.loads(sys.argv[2]); "
-        f"print(json.dumps(seconds_per_step(project, overrides, ('float32',), {KERNEL_BURSTS})))"
+        f"print(json.dumps(seconds_per_step(project, overrides, ('float32',), {bursts})))"
     )
     times: dict[str, list[float]] = {name: [] for name in KERNELS}
-    for _ in range(KERNEL_ROUNDS):
+    for _ in range(rounds):
         for name, setting in KERNELS.items():
             done = subprocess.run(
                 [sys.executable, "-c", measure, str(project), json.dumps(overrides)],
@@ -167,13 +188,15 @@ class Point:
         return statistics.mean(result.train_s for result in self.results) / 60
 
 
-def frontier(project: Path, only: str | None, seeds: int) -> list[Point]:
+def frontier(project: Path, only: str | None, seeds: int, smoke: bool = False) -> list[Point]:
     """Each preset (or the one ``only`` names) trained and evaluated over ``seeds`` seeds."""
     points = []
     for name, path in PRESETS.items():
         if only not in (None, "frontier", name.split()[0]):
             continue
         overrides = preset_overrides(path)
+        if smoke:
+            overrides = smoke_overrides(overrides)
         first = load_params(REPO_ROOT / "params.yaml", overrides).train.seed
         results = [
             train_and_evaluate(project, overrides | {"train.seed": seed})
@@ -250,26 +273,40 @@ def main() -> int:
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per preset (default: 3)")
     parser.add_argument("--plot", type=Path, help="draw the frontier into this PNG")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every table on tiny synthetic data, one seed, one round (seconds)",
+    )
     args = parser.parse_args()
+    seeds = 1 if args.smoke else args.seeds
+    cnn = preset_overrides(PRESETS["cnn"])
+    precision_rounds, kernel_rounds, kernel_bursts = PRECISION_ROUNDS, KERNEL_ROUNDS, KERNEL_BURSTS
+    if args.smoke:
+        cnn = smoke_overrides(cnn)
+        precision_rounds = kernel_rounds = kernel_bursts = 1
     with tempfile.TemporaryDirectory(prefix="fashion-bench-models-") as directory:
-        project = scratch_project(Path(directory) / "project")
-        commit(project, "the project as benchmarked")  # DVCLive needs a commit to start from
+        project = bench_project(Path(directory) / "project", smoke=args.smoke)
         for command in (["ingest"], ["preprocess"]):  # preprocess again per preset: it may set its keys
             subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=project, check=True)
-        points = [] if args.only in ("precision", "kernels") else frontier(project, args.only, args.seeds)
+        points = (
+            [] if args.only in ("precision", "kernels") else frontier(project, args.only, seeds, args.smoke)
+        )
         step = kernels = None
         if args.only in (None, "precision"):
-            step = seconds_per_step(project, preset_overrides(PRESETS["cnn"]))
+            step = seconds_per_step(project, cnn, rounds=precision_rounds)
         if args.only in (None, "kernels"):
-            kernels = seconds_per_step_by_kernels(project, preset_overrides(PRESETS["cnn"]))
+            kernels = seconds_per_step_by_kernels(project, cnn, kernel_rounds, kernel_bursts)
     if points:
-        print_frontier(points, args.seeds)
+        print_frontier(points, seeds)
         if args.plot:
             plot_frontier(points, args.plot)
     if step:
-        print_speeds(f"precision (cnn preset, {PRECISION_ROUNDS} alternating bursts)", step)
+        print_speeds(f"precision (cnn preset, {precision_rounds} alternating bursts)", step)
     if kernels:
-        print_speeds(f"CPU kernels (cnn preset, float32, {KERNEL_ROUNDS} alternating processes)", kernels)
+        print_speeds(f"CPU kernels (cnn preset, float32, {kernel_rounds} alternating processes)", kernels)
+    if args.smoke:
+        print("\n--smoke: tiny synthetic data and shrunk presets; the numbers mean nothing")
     return 0
 
 

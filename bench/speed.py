@@ -18,6 +18,10 @@ the ratio, and the command that reproduces it.
 
     python bench/speed.py              # about 9 minutes on 2 CPU cores
     python bench/speed.py --pairs 1    # one pair of train runs: a quick look
+    python bench/speed.py --smoke      # every measurement once, on tiny synthetic data: does it run?
+
+``--smoke`` (tests/test_bench.py) takes the same steps on 300 synthetic images, 2 epochs on both
+sides, one pair, one seed, each no-op rerun once; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from scratch import REPO_ROOT, commit, prefect_server, scratch_project
+from scratch import REPO_ROOT, bench_project, commit, prefect_server
 
 SEEDS = (42, 1, 2)
+SMOKE_EPOCHS = 2  # --smoke: of our train stage and of the tutorial's code alike
 TRIVIAL_FLOW = """
 from prefect import flow, task
 
@@ -75,16 +80,19 @@ class Row:
 
 def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> Timed:
     """Wall time and peak resident memory of ``command``, which must succeed."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    stdout = process.stdout.read() if process.stdout else ""
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        stdout = process.stdout.read() if process.stdout else ""
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            stderr.seek(0)
+            tail = stderr.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}:\n{tail}")
     return Timed(seconds, usage.ru_maxrss / 1024, stdout)
 
 
@@ -96,18 +104,25 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def prepared_project(directory: Path) -> Path:
+def prepared_project(directory: Path, smoke: bool) -> Path:
     """A scratch project whose default pipeline has run once and is committed."""
-    project = scratch_project(directory)
+    project = bench_project(
+        directory, smoke=smoke, overrides={"train.epochs": SMOKE_EPOCHS} if smoke else None
+    )
     subprocess.run([sys.executable, "-m", "dvc", "repro", "--quiet"], cwd=project, check=True)
     commit(project, "a run of the default pipeline")
     return project
 
 
-def train_rows(project: Path, pairs: int) -> list[Row]:
+def tutorial_way(smoke: bool) -> list[str]:
+    """The command of the reference, the tutorial's code (2 epochs in a smoke run)."""
+    command = [sys.executable, str(REPO_ROOT / "bench/tutorial_way.py"), "data/raw"]
+    return command + (["--epochs", str(SMOKE_EPOCHS)] if smoke else [])
+
+
+def train_rows(project: Path, pairs: int, smoke: bool) -> list[Row]:
     dvc_train = [sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"]
-    tutorial = [sys.executable, str(REPO_ROOT / "bench/tutorial_way.py"), "data/raw"]
-    tutorial += ["--model", str(project.parent / "tutorial-best-model.h5")]
+    tutorial = [*tutorial_way(smoke), "--model", str(project.parent / "tutorial-best-model.h5")]
     ours, theirs, models = [], [], set()
     for _ in range(pairs):
         ours.append(timed(dvc_train, project).seconds)
@@ -142,7 +157,7 @@ def train_rows(project: Path, pairs: int) -> list[Row]:
     ]
 
 
-def quality_row(project: Path, seeds: tuple[int, ...]) -> Row:
+def quality_row(project: Path, seeds: tuple[int, ...], smoke: bool) -> Row:
     """Best-epoch val accuracy of ours and the tutorial's code, per seed; leaves the last seed's model."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     ours, theirs = [], []
@@ -152,10 +167,7 @@ def quality_row(project: Path, seeds: tuple[int, ...]) -> Row:
         seeded.write_text(yaml.safe_dump(params, sort_keys=False))
         timed([sys.executable, "-m", "pipeline", "train", "--params", str(seeded)], project)
         ours.append(json.loads((project / "reports/train/metrics.json").read_text())["best"]["val_accuracy"])
-        reference = timed(
-            [sys.executable, str(REPO_ROOT / "bench/tutorial_way.py"), "data/raw", "--seed", str(seed)],
-            project,
-        )
+        reference = timed([*tutorial_way(smoke), "--seed", str(seed)], project)
         theirs.append(json.loads(reference.stdout.strip().splitlines()[-1])["val_accuracy"])
     difference = 100 * (statistics.mean(ours) - statistics.mean(theirs))
     return Row(
@@ -196,12 +208,14 @@ def stage_rows(project: Path) -> list[Row]:
     ]
 
 
-def noop_rows(project: Path, scratch: Path) -> list[Row]:
+def noop_rows(project: Path, scratch: Path, smoke: bool) -> list[Row]:
+    """No-op reruns; ``smoke``: each once (the medians are of 5 and of 3)."""
+    dvc_times, flow_times = (1, 1) if smoke else (5, 3)
     subprocess.run([sys.executable, "-m", "dvc", "repro", "--quiet"], cwd=project, check=True)
-    dvc_noop = median_of([sys.executable, "-m", "dvc", "repro"], project, 5)
+    dvc_noop = median_of([sys.executable, "-m", "dvc", "repro"], project, dvc_times)
     rows = [
         Row(
-            "no-op dvc repro (median of 5)",
+            f"no-op dvc repro (median of {dvc_times})",
             f"{dvc_noop:.2f} s",
             "0.70 s target",
             "ok" if dvc_noop <= 0.7 else "OVER",
@@ -215,13 +229,13 @@ def noop_rows(project: Path, scratch: Path) -> list[Row]:
         for warm_up in (trivial, flows_run):  # a flow's first run registers it: not what is measured
             timed(warm_up, project, env)
         ours, theirs = [], []
-        for _ in range(3):
+        for _ in range(flow_times):
             ours.append(timed(flows_run, project, env).seconds)
             theirs.append(timed(trivial, project, env).seconds)
     ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
     rows.append(
         Row(
-            "no-op python -m flows run, running Prefect server (median of 3)",
+            f"no-op python -m flows run, running Prefect server (median of {flow_times})",
             f"{ours_s:.1f} s",
             f"{theirs_s:.1f} s (one-task flow)",
             f"+{ours_s - theirs_s:.1f} s ({'ok' if ours_s - theirs_s <= 1.5 else 'OVER'}: target +1.5 s)",
@@ -229,11 +243,11 @@ def noop_rows(project: Path, scratch: Path) -> list[Row]:
         )
     )
     alone = {key: value for key, value in env.items() if key != "PREFECT_API_URL"}
-    temporary = median_of(flows_run, project, 3, alone)
+    temporary = median_of(flows_run, project, flow_times, alone)
     dvc_noop_in_flow = temporary - dvc_noop
     rows.append(
         Row(
-            "no-op python -m flows run, temporary server (median of 3)",
+            f"no-op python -m flows run, temporary server (median of {flow_times})",
             f"{temporary:.1f} s",
             f"{dvc_noop:.2f} s (no-op dvc repro)",
             f"+{dvc_noop_in_flow:.1f} s",
@@ -246,13 +260,17 @@ def noop_rows(project: Path, scratch: Path) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs of train runs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every measurement once on tiny synthetic data (seconds)"
+    )
     args = parser.parse_args()
+    pairs, seeds = (1, SEEDS[:1]) if args.smoke else (args.pairs, SEEDS)
     with tempfile.TemporaryDirectory(prefix="fashion-bench-speed-") as directory:
         scratch = Path(directory)
-        project = prepared_project(scratch / "project")
-        train = train_rows(project, args.pairs)
-        stages, noop = stage_rows(project), noop_rows(project, scratch)
-        quality = quality_row(project, SEEDS)  # last: it leaves another seed's model
+        project = prepared_project(scratch / "project", args.smoke)
+        train = train_rows(project, pairs, args.smoke)
+        stages, noop = stage_rows(project), noop_rows(project, scratch, args.smoke)
+        quality = quality_row(project, seeds, args.smoke)  # last: it leaves another seed's model
         rows = [*train[:1], quality, *train[1:], *stages, *noop]
     print()
     print("| measurement | ours | reference | ratio | command |")
@@ -260,7 +278,10 @@ def main() -> int:
     for row in rows:
         command = "` vs `".join(row.command.split(" vs "))
         print(f"| {row.measurement} | {row.ours} | {row.reference} | {row.ratio} | `{command}` |")
-    print(f"\n{os.cpu_count()} CPU cores; python bench/speed.py --pairs {args.pairs}")
+    invocation = (
+        "--smoke (tiny synthetic data: the numbers mean nothing)" if args.smoke else f"--pairs {pairs}"
+    )
+    print(f"\n{os.cpu_count()} CPU cores; python bench/speed.py {invocation}")
     return 0
 
 

@@ -11,7 +11,9 @@ so they draw their initial weights in another order; compare the quality over se
 The tutorial calls ``keras.datasets.fashion_mnist.load_data()``, which needs the internet; this
 reads the same IDX bytes from a directory (``data/raw`` of a project), as ``load_data`` does.
 
-    python bench/tutorial_way.py data/raw [--model best-model.h5] [--seed 42]
+    python bench/tutorial_way.py data/raw [--model best-model.h5] [--seed 42] [--epochs 20]
+
+``--epochs`` is for ``bench/speed.py --smoke`` (2 epochs on tiny data); the reference runs 20.
 
 Prints the best epoch's val loss and val accuracy as JSON on the last line.
 """
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("raw", type=Path, help="directory holding the decompressed IDX files")
     parser.add_argument("--model", default="best-model.h5", help="where the checkpoint goes")
     parser.add_argument("--seed", type=int, default=42, help="the pipeline's train.seed")
+    parser.add_argument("--epochs", type=int, default=20, help="the tutorial's 20, or fewer for a smoke run")
     args = parser.parse_args()
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
@@ -65,7 +68,7 @@ def main() -> None:
     history = model.fit(
         train_scaled,
         train_target,
-        epochs=20,
+        epochs=args.epochs,
         verbose=0,
         validation_data=(val_scaled, val_target),
         callbacks=[checkpoint_cb],

@@ -1,9 +1,11 @@
 """Prefect orchestration of the DVC pipeline: flows whose tasks each reproduce one DVC stage.
 
-``pipeline_flow`` defines the pipeline flow and ``sweep_flow`` the sweep of trials on Dask;
-``workspace`` makes the workspace every run happens in (a clone made from git) and records and
-pushes its result; ``stage`` runs one DVC stage; ``probe`` checks a Dask worker before trials go
-there; ``python -m flows`` runs a flow on demand or serves it on a cron. No stage logic lives here.
+One job per module, read top-down: ``cli`` (``python -m flows``) checks the params, then ``api``
+finds or starts the Prefect API; ``pipeline_flow`` is the flow and the order of its stages;
+``workspace`` is the run's git and DVC repository (made from git, recorded, pushed, applied);
+``stage`` runs one DVC stage; ``sweep_flow`` runs trials on a Dask cluster and cancels them
+(``probe`` checks a worker first), ``seeds_flow`` is one configuration over seeds; ``reports`` makes
+the Prefect artifacts; ``params_update`` writes a workspace's params. No stage logic lives here.
 
 A temporary Prefect server started for this package's flows (no ``PREFECT_API_URL``) sends no
 telemetry: offline it would only log ``Failed to send telemetry`` errors. A server of your own keeps

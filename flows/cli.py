@@ -72,9 +72,8 @@ def check_params(project: Path, rev: str | None, overrides: dict[str, Any], orig
     else:
         path = project / DEFAULT_PARAMS_PATH
         text, source = read_params_text(path), str(DEFAULT_PARAMS_PATH)
-    for key, value in overrides.items():  # one at a time, so an unknown key names where it came from
-        parse_raw_params(text, source, {key: value}, overrides_source=origins.get(key, "--override"))
-    validate_params(parse_raw_params(text, source, overrides), source=source, overridden=origins)
+    origins = {key: origins.get(key, "--override") for key in overrides}
+    validate_params(parse_raw_params(text, source, overrides, origins), source=source, overridden=origins)
 
 
 def current_branch(project: Path) -> str:

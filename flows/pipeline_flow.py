@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import networkx as nx
+from dvc.dependency.param import ParamsDependency
+from dvc.repo import Repo
+from dvc.stage import PipelineStage
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -37,7 +41,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows import params_update, reports, stage, workspace
-from pipeline.core.params import DEFAULT_PARAMS_PATH, parse_raw_params, read_params_text, validate_params
+from pipeline.core.params import DEFAULT_PARAMS_PATH, parse_raw_params, read_params_text
 from pipeline.core.paths import Paths
 
 METRICS_ARTIFACT = "fashion-metrics"
@@ -96,12 +100,6 @@ def fashion_pipeline(
         raise ValueError("apply needs project_dir: the checkout to apply the experiment to")
     changes = workspace.uncommitted_changes(project) if project and not (rev or source) else None
     started_as = workspace.checkout_state(project) if apply else None
-    if project and not source:
-        requested_params(
-            workspace.committed_params(project, changes or workspace.resolve_commit(project, rev)),
-            overrides,
-            rev,
-        )
     name = flow_run.name or "run"
     with workspace.isolated(
         source or project,
@@ -114,7 +112,10 @@ def fashion_pipeline(
     ) as made:
         paths = Paths(made.root)
         start = reports.read_metrics(paths.metrics_json)
-        requested = requested_params(read_params_text(made.root / DEFAULT_PARAMS_PATH), overrides, rev)
+        # Parsed here (an unknown key stops the run); validated once, by ingest, as DVC runs it.
+        requested = parse_raw_params(
+            read_params_text(made.root / DEFAULT_PARAMS_PATH), _params_source(rev), overrides
+        )
         outcomes, experiment, _ = reproduce_in(made.root, requested)
         if experiment and project:
             workspace.share_experiment(made.root, experiment, project)
@@ -129,12 +130,8 @@ def fashion_pipeline(
     return {"stages": outcomes, "experiment": experiment, "commit": made.commit}
 
 
-def requested_params(text: str, overrides: dict[str, Any] | None, rev: str | None) -> dict[str, Any]:
-    """The workspace's params (``text``) plus ``overrides``, validated, naming where a value came from."""
-    source = f"{DEFAULT_PARAMS_PATH} at {rev}" if rev else str(DEFAULT_PARAMS_PATH)
-    requested = parse_raw_params(text, source, overrides, overrides_source="override")
-    validate_params(requested, source=source, overridden=dict.fromkeys(overrides or {}, "override"))
-    return requested
+def _params_source(rev: str | None) -> str:
+    return f"{DEFAULT_PARAMS_PATH} at {rev}" if rev else str(DEFAULT_PARAMS_PATH)
 
 
 class RunStopped(RuntimeError):
@@ -167,7 +164,7 @@ def reproduce_in(
     if changed:
         logger.info("params.yaml: new values for %s", ", ".join(changed))
     outcomes, seconds = {}, {}
-    for name in stage.pipeline_stages(root) if stages is None else stages:
+    for name in pipeline_stages(root) if stages is None else stages:
         if stop is not None and stop.is_set():
             raise RunStopped(f"stopped before stage {name!r}")
         started = time.monotonic()
@@ -181,6 +178,36 @@ def reproduce_in(
         experiment = workspace.record_experiment(root, f"Prefect flow run {flow_run.name}")
         logger.info("recorded as DVC experiment %s (dvc exp show; dvc exp apply %s)", experiment, experiment)
     return Reproduced(outcomes, experiment, seconds)
+
+
+def pipeline_stages(root: Path) -> list[str]:
+    """The stages of ``root``'s ``dvc.yaml`` in an order that runs each after its dependencies."""
+    with workspace.open_repo(root) as repo:
+        return [dvc_stage.name for dvc_stage in _ordered(repo)]
+
+
+def stages_independent_of(root: Path, keys: Iterable[str]) -> list[str]:
+    """The stages, in pipeline order, that no param in ``keys`` (``train.epochs``) reaches, directly
+    or through a stage they depend on: what every variant of those params shares."""
+    keys = list(keys)
+    with workspace.open_repo(root) as repo:
+        reached: set[PipelineStage] = set()
+        for dvc_stage in _ordered(repo):
+            params = [
+                param for dep in dvc_stage.deps if isinstance(dep, ParamsDependency) for param in dep.params
+            ]
+            touched = any(key == param or key.startswith(f"{param}.") for key in keys for param in params)
+            if touched or any(upstream in reached for upstream in repo.index.graph.successors(dvc_stage)):
+                reached.add(dvc_stage)
+        return [dvc_stage.name for dvc_stage in _ordered(repo) if dvc_stage not in reached]
+
+
+def _ordered(repo: Repo) -> list[PipelineStage]:
+    written = [dvc_stage for dvc_stage in repo.index.stages if dvc_stage.path_in_repo == "dvc.yaml"]
+    position = {dvc_stage: index for index, dvc_stage in enumerate(written)}
+    # DVC's graph points from a stage to the stages it depends on.
+    graph = repo.index.graph.subgraph(written).reverse()
+    return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
 
 
 def run_stage(root: Path, name: str, label: str = "") -> str:

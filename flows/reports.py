@@ -19,10 +19,12 @@ from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from pipeline.commands import report, seed_groups
-from pipeline.commands.seed_groups import Run, compare_groups, seeds_line
 from pipeline.core.logs import Progress
 from pipeline.core.paths import Paths
+from pipeline.review import seed_groups
+from pipeline.review.metrics import metric_rows
+from pipeline.review.seed_groups import Run, compare_groups, seeds_line
+from pipeline.review.tables import group_table, metric_table
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ def metrics_markdown(
     """Every scalar metric: the commit the run started from (``start_name``), this run and the
     change (the review report's table); then, where ``spread`` holds two or more other seeds of this
     run's configuration, this run against their spread."""
-    rows = report.metric_rows(start or {}, current)
-    table = "\n".join(report.metric_table(rows, old=start_name, new="This run"))
+    rows = metric_rows(start or {}, current)
+    table = "\n".join(metric_table(rows, old=start_name, new="This run"))
     recorded = (
         f"\n\nRecorded as DVC experiment `{experiment}`: `dvc exp show`, `dvc exp apply {experiment}`."
         if experiment
@@ -56,7 +58,7 @@ def metrics_markdown(
         against = (
             f"\n\n### Against its configuration's seed spread\n\n{len(spread)} other seeds of the same "
             f"code, data and params: {seeds_line(spread)}.\n\n"
-            + "\n".join(report.group_table(comparisons, old="Seed spread", new="This run"))
+            + "\n".join(group_table(comparisons, old="Seed spread", new="This run"))
             + "\n\nWithin seed noise: inside the spread's 95% prediction interval for one run."
         )
     return "## Fashion-MNIST metrics\n\n" + table + recorded + against + "\n"

@@ -20,9 +20,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.sweep_flow import fashion_sweep, starting_point
-from pipeline.commands.seed_groups import headline_metrics
-from pipeline.commands.statistics import summarize
 from pipeline.core.params import parse_raw_params, validate_params
+from pipeline.review.metrics import headline_metrics
+from pipeline.review.statistics import summarize
 
 SEEDS_ARTIFACT = "fashion-seeds"
 

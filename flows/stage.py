@@ -5,8 +5,9 @@ Decision: DVC's Python API in the flow's process, not a ``dvc repro`` process pe
 - **Isolation stays where it matters.** DVC still runs each stage's command (``python -m pipeline
   train``) in a process of its own, so TensorFlow never loads into the flow, and a crash in a stage
   cannot take the flow down.
-- **Facts, not scraped text.** The stage order comes from DVC's graph of ``dvc.yaml``, the reason a
-  stage runs from DVC's status, what ran from DVC's return value; a no-op run starts no process.
+- **Facts, not scraped text.** The reason a stage runs comes from DVC's status, what ran from DVC's
+  return value; a no-op run starts no process. (The order of the stages, from DVC's graph of
+  ``dvc.yaml``, is the flow's: :mod:`flows.pipeline_flow`.)
 - **Logs with their levels.** DVC's own messages arrive through its logger; the stage command's
   records through a Unix socket (:mod:`pipeline.core.logs`).
 
@@ -21,17 +22,13 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import networkx as nx
 import psutil
-from dvc.dependency.param import ParamsDependency
 from dvc.env import DVC_ROOT
 from dvc.exceptions import DvcException
-from dvc.repo import Repo
-from dvc.stage import PipelineStage
 
 from flows.workspace import Logger, open_repo
 from pipeline.core import logs
@@ -52,36 +49,6 @@ class StageResult:
     stage: str
     outcome: str
     reason: str
-
-
-def pipeline_stages(root: Path) -> list[str]:
-    """The stages of ``root``'s ``dvc.yaml`` in an order that runs each after its dependencies."""
-    with open_repo(root) as repo:
-        return [stage.name for stage in _ordered(repo)]
-
-
-def stages_independent_of(root: Path, keys: Iterable[str]) -> list[str]:
-    """The stages, in pipeline order, that no param in ``keys`` (``train.epochs``) reaches, directly
-    or through a stage they depend on: what every variant of those params shares."""
-    keys = list(keys)
-    with open_repo(root) as repo:
-        reached: set[PipelineStage] = set()
-        for dvc_stage in _ordered(repo):
-            params = [
-                param for dep in dvc_stage.deps if isinstance(dep, ParamsDependency) for param in dep.params
-            ]
-            touched = any(key == param or key.startswith(f"{param}.") for key in keys for param in params)
-            if touched or any(upstream in reached for upstream in repo.index.graph.successors(dvc_stage)):
-                reached.add(dvc_stage)
-        return [dvc_stage.name for dvc_stage in _ordered(repo) if dvc_stage not in reached]
-
-
-def _ordered(repo: Repo) -> list[PipelineStage]:
-    written = [stage for stage in repo.index.stages if stage.path_in_repo == "dvc.yaml"]
-    position = {stage: index for index, stage in enumerate(written)}
-    # DVC's graph points from a stage to the stages it depends on.
-    graph = repo.index.graph.subgraph(written).reverse()
-    return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
 
 
 def why_it_runs(root: Path, stage: str) -> str:

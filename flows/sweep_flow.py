@@ -52,7 +52,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import probe, reports, stage, workspace
 from flows.params_update import trial_overrides
-from flows.pipeline_flow import reproduce_in
+from flows.pipeline_flow import reproduce_in, stages_independent_of
 from pipeline.core.params import (
     DEFAULT_PARAMS_PATH,
     ParamsError,
@@ -143,7 +143,7 @@ def run_shared_stages(
     with workspace.isolated(
         source, commit, name=f"{prefix}-shared", log=log, changes=changes, share_with=_path(share_with)
     ) as made:
-        stages = stage.stages_independent_of(made.root, swept)
+        stages = stages_independent_of(made.root, swept)
         log.info("run once for every trial: %s", ", ".join(stages) or "no stage")
         params_text = read_params_text(made.root / DEFAULT_PARAMS_PATH)
         requested = parse_raw_params(params_text, str(DEFAULT_PARAMS_PATH))

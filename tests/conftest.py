@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -9,12 +10,15 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,26 +51,60 @@ for _name, _value in {
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """A module whose ``pytestmark`` the ``-m`` expression deselects is not even imported, so the fast
-    tier (``-m "not integration and not server"``) collects without TensorFlow or Prefect."""
+    """A module none of whose tests the ``-m`` expression can select is not even imported, so the fast
+    tier (``-m "not integration and not server"``) collects without TensorFlow or Prefect.
+
+    A module's tests carry its ``pytestmark`` plus any marks written on them, so the module is left out
+    only when the expression is false for every such combination: ``-m integration`` still collects a
+    module whose integration tests are marked one by one."""
     expression = config.getoption("markexpr")
     if not expression or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
+    from itertools import combinations
+
     from _pytest.mark.expression import Expression
 
-    marks = module_marks(collection_path)
-    return None if Expression.compile(expression).evaluate(lambda name, **_: name in marks) else True
+    compiled = Expression.compile(expression)
+    always, optional = module_marks(collection_path)
+    for size in range(len(optional) + 1):
+        for extra in combinations(sorted(optional), size):
+            marks = always | set(extra)
+            if compiled.evaluate(lambda name, marks=marks, **_: name in marks):
+                return None
+    return True
 
 
-def module_marks(path: Path) -> set[str]:
-    """The marks of a module's top-level ``pytestmark = pytest.mark.x`` (or a list of them)."""
+SERVER_FIXTURES = {"prefect_api", "prefect_server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``server`` mark is true: every test that uses the session's Prefect server carries it."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("server")
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests use a Prefect server without the server mark: {', '.join(unmarked)}")
+
+
+def module_marks(path: Path) -> tuple[set[str], set[str]]:
+    """The marks of a module's top-level ``pytestmark = pytest.mark.x`` (or a list of them), and every
+    other ``pytest.mark.<name>`` the module writes (which some of its tests may carry)."""
     import ast
 
-    for node in ast.parse(path.read_text()).body:
+    tree = ast.parse(path.read_text())
+    always: set[str] = set()
+    for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in node.targets):
             values = node.value.elts if isinstance(node.value, ast.List | ast.Tuple) else [node.value]
-            return {value.attr for value in values if isinstance(value, ast.Attribute)}
-    return set()
+            always = {value.attr for value in values if isinstance(value, ast.Attribute)}
+    written = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and getattr(node.value, "attr", None) == "mark"
+    }
+    return always, written - always
 
 
 @dataclass(frozen=True)
@@ -211,6 +249,12 @@ def install_non_editable(target: Path) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def installed_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This project installed non-editable, once per session: what the workers "elsewhere" import."""
+    return install_non_editable(tmp_path_factory.mktemp("installed") / "site")
+
+
 def worker_env(home: Path, site: Path, api_url: str) -> dict[str, str]:
     """A clean environment for a worker with its own HOME and the project installed in ``site``."""
     return {
@@ -228,17 +272,35 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return run(sys.executable, "-m", "dvc", *args, cwd=cwd, check=check)
 
 
+@pytest.fixture(scope="session")
+def shared_dvc_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One DVC cache, run cache included, for the session's project copies: a run that one test made
+    is restored, not retrained, wherever the same code, data and params come again (DVC's job)."""
+    return tmp_path_factory.mktemp("shared-dvc-cache")
+
+
 @pytest.fixture
-def project(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
-    """A fresh git + DVC repository holding a copy of this project with tiny params."""
+def project(tmp_path: Path, synthetic_source: SyntheticSource, shared_dvc_cache: Path) -> Path:
+    """A fresh git + DVC repository holding a copy of this project with tiny params, on the session's
+    shared DVC cache (``.dvc/config.local``)."""
+    return make_project(tmp_path / "project", synthetic_source, cache=shared_dvc_cache)
+
+
+@pytest.fixture
+def project_own_cache(tmp_path: Path, synthetic_source: SyntheticSource) -> Path:
+    """:func:`project` with an empty DVC cache of its own (``.dvc/cache``): for tests that assert a
+    stage ran, or what the cache holds."""
     return make_project(tmp_path / "project", synthetic_source)
 
 
-def make_project(directory: Path, source: SyntheticSource) -> Path:
+def make_project(directory: Path, source: SyntheticSource, cache: Path | None = None) -> Path:
     root = scratch_project(directory)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     write_dataset_spec(root, source)
-    dvc("config", "core.autostage", "true", cwd=root)
+    with (root / ".dvc" / "config").open("a") as config:
+        config.write("[core]\n    autostage = true\n")
+    if cache is not None:
+        (root / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-q", "-m", "project copy", cwd=root)
     return root
@@ -266,14 +328,124 @@ def reproduced(tmp_path: Path, reproduced_once: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
-    """A temporary Prefect server and database for the session's flow runs; its API URL."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+@dataclass(frozen=True)
+class PrefectServer:
+    """The session's ``prefect server start`` on 127.0.0.1, with its own home and database."""
 
-    with prefect_test_harness(server_startup_timeout=60):
-        yield PREFECT_API_URL.value()
+    api_url: str
+    env: dict[str, str]  # this environment pointed at the server: for `prefect` commands and workers
+    logs: Path
+
+    def prefect(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        """Run a ``prefect`` CLI command against this server, failing the test if it fails."""
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"prefect {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def start(self, name: str, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running ``prefect`` command in its own process group, its output in a log file."""
+        with (self.logs / f"{name}.log").open("wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "prefect", *args],
+                cwd=cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+        response.raise_for_status()
+        return response
+
+    def log_tail(self, name: str, lines: int = 60) -> str:
+        return "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+
+
+PREFECT_SERVER_START_S = 120
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """One real ``prefect server start`` for the session: the in-process flows, the ``python -m flows``
+    commands, the deployment's worker and the Dask workers all report to it."""
+    import httpx
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Shorter waits than the defaults (15 s, 30 s): a worker polls, an enqueued run retries.
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
+    }
+    server = PrefectServer(env["PREFECT_API_URL"], env, home)
+    process = server.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), cwd=home)
+    try:
+        deadline = time.monotonic() + PREFECT_SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"prefect server exited {process.returncode}\n{server.log_tail('server')}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{server.api_url}/health", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"prefect server not healthy after {PREFECT_SERVER_START_S} s")
+            time.sleep(0.5)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: PrefectServer) -> Iterator[str]:
+    """The session's Prefect server, as this process's API: its URL."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        yield prefect_server.api_url
+
+
+@pytest.fixture(scope="session")
+def dask_address(prefect_server: PrefectServer) -> Iterator[str]:
+    """One local Dask cluster of two worker processes for the session's sweeps and seed groups (as
+    ``--dask-address`` runs them); its scheduler's address. Tests of a cluster's own life start theirs."""
+    import logging
+
+    from distributed import LocalCluster
+
+    env = {"PREFECT_API_URL": prefect_server.api_url, "TF_NUM_INTRAOP_THREADS": "1"}
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env=env,
+        silence_logs=logging.WARNING,
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def commit_all(project: Path, message: str) -> None:

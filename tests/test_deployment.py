@@ -8,24 +8,19 @@ process with its own ``PREFECT_HOME``; the test reads the results back over the 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from conftest import (
     REPO_ROOT,
+    PrefectServer,
     commit_all,
-    install_non_editable,
     run,
     snapshot,
     start_elsewhere,
@@ -40,95 +35,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.server]
 POOL = "fashion-pipeline"
 DEPLOYMENT = "fashion-pipeline/nightly"
 SWEEP_DEPLOYMENT = "fashion-sweep/sweep"
-SERVER_START_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 300
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-@dataclass(frozen=True)
-class PrefectServer:
-    api_url: str
-    env: dict[str, str]
-    logs: Path
-
-    def prefect(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        """Run a ``prefect`` CLI command against this server, failing the test if it fails."""
-        result = subprocess.run(
-            [sys.executable, "-m", "prefect", *args],
-            cwd=cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"prefect {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-            )
-        return result
-
-    def start(self, name: str, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
-        """Start a long-running ``prefect`` command in its own process group, its output in a log file."""
-        with (self.logs / f"{name}.log").open("wb") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "prefect", *args],
-                cwd=cwd,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
-        response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
-        response.raise_for_status()
-        return response
-
-    def log_tail(self, name: str, lines: int = 60) -> str:
-        return "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """``prefect server start`` on a free port of 127.0.0.1, with its own home and database."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env |= {
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        # Shorter waits than the defaults (15 s, 30 s): the worker polls, an enqueued run retries.
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
-    }
-    server = PrefectServer(env["PREFECT_API_URL"], env, home)
-    process = server.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), cwd=home)
-    try:
-        wait_until_healthy(server, process)
-        yield server
-    finally:
-        stop_process_group(process)
-
-
-def wait_until_healthy(server: PrefectServer, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prefect server exited {process.returncode}\n{server.log_tail('server')}")
-        try:
-            if httpx.get(f"{server.api_url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"prefect server not healthy after {SERVER_START_TIMEOUT_S} s\n{server.log_tail('server')}")
 
 
 def wait_for_final_state(server: PrefectServer, flow_run_id: str, worker: subprocess.Popen[bytes]) -> dict:
@@ -144,7 +52,7 @@ def wait_for_final_state(server: PrefectServer, flow_run_id: str, worker: subpro
 
 
 def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker_elsewhere(
-    project: Path, prefect_server: PrefectServer
+    project: Path, prefect_server: PrefectServer, installed_site: Path
 ) -> None:
     if not unshare_works():
         pytest.skip("the kernel refuses unshare --mount here: no worker can hide this machine's files")
@@ -193,8 +101,7 @@ def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker_elsewher
     # The worker is "on another machine": its own mount namespace without this checkout or the
     # project, a clean environment and HOME, the project installed non-editable, git and the DVC
     # remote reached only through their URLs.
-    site = install_non_editable(project.parent / "site")
-    env = worker_env(elsewhere, site, prefect_server.api_url) | {
+    env = worker_env(elsewhere, installed_site, prefect_server.api_url) | {
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
     }

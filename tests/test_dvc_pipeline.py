@@ -15,8 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_repro_builds_everything_then_skips_and_reruns_only_what_changed(
-    project: Path, synthetic_source
+    project_own_cache: Path, synthetic_source
 ) -> None:
+    project = project_own_cache  # every stage must run, not come from the session's run cache
     first = dvc("repro", cwd=project)
     assert ran_stages(first.stdout) == {"ingest", "preprocess", "train", "evaluate"}
     for output in stage_outputs(project):

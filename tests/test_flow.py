@@ -49,7 +49,7 @@ from flows.workspace import RUNS_DIR, WorkspaceError, apply_experiment, checkout
 from pipeline.core.dataset import CLASS_NAMES
 from pipeline.core.paths import Paths
 
-pytestmark = pytest.mark.integration  # a real pipeline, flow or sweep in each test
+pytestmark = [pytest.mark.integration, pytest.mark.server]  # a real pipeline, flow or sweep in each test
 
 STAGES = ("ingest", "preprocess", "train", "evaluate")
 WAIT_S = 120
@@ -166,10 +166,10 @@ def git_status(project: Path) -> str:
 # -- a run: a workspace of its own, recorded as an experiment -------------------------------------------
 
 
-@pytest.mark.integration
 def test_a_run_builds_what_dvc_repro_builds_applies_it_then_skips_every_stage(
-    project: Path, prefect_api: str
+    project_own_cache: Path, prefect_api: str
 ) -> None:
+    project = project_own_cache  # every stage must run, not come from the session's run cache
     before = snapshot(project)
     first = run_flow(project, apply=True)
     assert first.is_completed(), first.message
@@ -226,7 +226,6 @@ def test_a_run_builds_what_dvc_repro_builds_applies_it_then_skips_every_stage(
     assert snapshot(project) == applied
 
 
-@pytest.mark.integration
 def test_overrides_and_uncommitted_edits_reach_the_run_and_never_the_checkout(
     project: Path, prefect_api: str
 ) -> None:
@@ -253,7 +252,6 @@ def test_overrides_and_uncommitted_edits_reach_the_run_and_never_the_checkout(
     assert workspaces(project) == []
 
 
-@pytest.mark.integration
 def test_unknown_override_fails_before_any_stage_runs(project: Path, prefect_api: str) -> None:
     before = snapshot(project)
     state = run_flow(project, overrides={"train.epochz": 3})
@@ -264,7 +262,6 @@ def test_unknown_override_fails_before_any_stage_runs(project: Path, prefect_api
     assert workspaces(project) == []
 
 
-@pytest.mark.integration
 def test_apply_refuses_a_checkout_that_changed_while_the_run_went(project: Path, prefect_api: str) -> None:
     state = run_flow(project, overrides={"train.epochs": 2})
     experiment = state.result()["experiment"]
@@ -280,7 +277,6 @@ def test_apply_refuses_a_checkout_that_changed_while_the_run_went(project: Path,
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
 
 
-@pytest.mark.integration
 def test_dvc_repro_in_the_checkout_and_a_flow_run_go_at_once_and_both_tell_the_truth(
     project: Path, prefect_api: str
 ) -> None:
@@ -304,7 +300,6 @@ def test_dvc_repro_in_the_checkout_and_a_flow_run_go_at_once_and_both_tell_the_t
     assert experiments(project)[state.result()["experiment"]]["params"]["train"]["epochs"] == 2
 
 
-@pytest.mark.integration
 def test_a_killed_run_stops_its_stage_and_the_next_run_removes_its_workspace(
     project: Path, prefect_api: str
 ) -> None:
@@ -327,7 +322,6 @@ def test_a_killed_run_stops_its_stage_and_the_next_run_removes_its_workspace(
     assert workspaces(project) == []
 
 
-@pytest.mark.integration
 def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(project: Path) -> None:
     """Without PREFECT_API_URL the command starts a temporary server; neither Ctrl-C (SIGINT to the
     terminal's process group) nor SIGKILL leaves it running."""
@@ -375,7 +369,6 @@ def temporary_servers() -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.integration
 def test_a_failed_run_removes_its_workspace_unless_asked_to_keep_it(
     reproduced: Path, prefect_api: str
 ) -> None:
@@ -402,7 +395,6 @@ def test_a_failed_run_removes_its_workspace_unless_asked_to_keep_it(
     assert experiments(project) == {}
 
 
-@pytest.mark.integration
 def test_a_run_of_an_unknown_revision_fails_before_any_work(project: Path, prefect_api: str) -> None:
     state = run_flow(project, rev="no-such-branch")
     assert state.is_failed()

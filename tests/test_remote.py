@@ -22,7 +22,7 @@ from conftest import commit_all, dvc, experiments, ran_stages, run, stage_output
 from flows.pipeline_flow import fashion_pipeline
 from test_flow import STAGES, log_messages
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 BUCKET = "fashion-pipeline"
 
@@ -120,7 +120,6 @@ def test_a_run_pushes_only_when_asked_and_a_fresh_clone_pulls_what_it_pushed(
     assert json.loads(dvc("status", "--json", cwd=clone).stdout) == {}
 
 
-@pytest.mark.integration
 def test_a_fresh_clone_runs_what_its_cache_lacks_from_the_remote_and_says_so_in_one_line(
     project: Path, prefect_api: str
 ) -> None:
@@ -151,7 +150,6 @@ def test_a_fresh_clone_runs_what_its_cache_lacks_from_the_remote_and_says_so_in_
     )
 
 
-@pytest.mark.integration
 def test_a_push_that_fails_keeps_the_result_and_says_how_to_push_it_later(
     project: Path, prefect_api: str, s3_server: ThreadedMotoServer
 ) -> None:
@@ -178,7 +176,6 @@ def test_a_push_that_fails_keeps_the_result_and_says_how_to_push_it_later(
     assert pushed_experiments(origin) == [experiment]
 
 
-@pytest.mark.integration
 def test_an_experiment_push_that_dulwich_fails_to_close_is_tried_again(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

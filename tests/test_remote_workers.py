@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -28,7 +29,6 @@ from conftest import (
     commit_all,
     dvc,
     experiments,
-    install_non_editable,
     run,
     start_elsewhere,
     stop_process_group,
@@ -78,6 +78,7 @@ class Cluster:
     hidden: list[Path]
     env: dict[str, str]
     root: Path
+    site: Path  # the project installed non-editable
     processes: list[subprocess.Popen]
 
     def add_worker(self, name: str, *, installed: bool = True) -> Path:
@@ -85,7 +86,7 @@ class Cluster:
         non-editable (else only this machine's editable install, which points into a hidden checkout)."""
         home = self.root / name / "home"
         home.mkdir(parents=True)
-        env = worker_env(home, self.root / "site", self.env["PREFECT_API_URL"]) | S3_CREDENTIALS
+        env = worker_env(home, self.site, self.env["PREFECT_API_URL"]) | S3_CREDENTIALS
         if not installed:
             del env["PYTHONPATH"]
         command = [sys.executable, "-m", "distributed.cli.dask_worker", self.scheduler, "--nthreads", "1"]
@@ -101,82 +102,88 @@ class Cluster:
         return home
 
 
-@pytest.fixture
-def remote(
-    tmp_path: Path, project: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Path, str, Cluster]]:
-    """The project with a git ``origin`` served by git daemon and an S3 DVC remote holding its data;
-    the git URL; a Dask cluster to add workers to."""
+@dataclass
+class Served:
+    """What a module's tests share: moto's S3 API, ``git daemon`` over a folder of bare repositories,
+    a Dask scheduler, and the project installed non-editable, as every worker imports it."""
+
+    s3: S3Server
+    folder: Path
+    git_port: int
+    scheduler: str
+    site: Path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, installed_site: Path) -> Iterator[Served]:
     if not unshare_works():
         pytest.skip("the kernel refuses unshare --mount here: no worker can hide this machine's files")
     processes: list[subprocess.Popen] = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name, value in S3_CREDENTIALS.items():
+            monkeypatch.setenv(name, value)
+        s3 = S3Server()
+        s3.start()
+        try:
+            folder = tmp_path_factory.mktemp("served")
+            git_port, scheduler_port = free_port(), free_port()
+            git_daemon = [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                f"--base-path={folder}",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+                f"--port={git_port}",
+                str(folder),
+            ]
+            scheduler = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"]
+            scheduler += ["--port", str(scheduler_port), "--no-dashboard"]
+            for command in (git_daemon, scheduler):
+                processes.append(
+                    subprocess.Popen(
+                        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+                    )
+                )
+            wait_for(lambda: listening(git_port), "git daemon listens")
+            wait_for(lambda: listening(scheduler_port), "the Dask scheduler listens")
+            yield Served(s3, folder, git_port, f"tcp://127.0.0.1:{scheduler_port}", installed_site)
+        finally:
+            for process in reversed(processes):
+                stop_process_group(process)
+            s3.stop()
+
+
+@pytest.fixture
+def remote(
+    tmp_path: Path, project: Path, prefect_api: str, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, str, Cluster]]:
+    """The project with a git ``origin`` of its own served by git daemon and an S3 DVC remote (a
+    folder of its own in the bucket) holding its data; the git URL; the module's Dask scheduler, to
+    add this test's workers to (they stop with the test)."""
     for name, value in S3_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    s3 = S3Server()
-    s3.start()
+    origin = served.folder / f"{tmp_path.name}.git"
+    run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=served.folder)
+    url = f"git://127.0.0.1:{served.git_port}/{origin.name}"
+    run("git", "remote", "add", "origin", url, cwd=project)
+    dvc("remote", "add", "-d", "storage", f"s3://{BUCKET}/{tmp_path.name}", cwd=project)
+    dvc("remote", "modify", "storage", "endpointurl", served.s3.endpoint, cwd=project)
+    dvc("repro", cwd=project)
+    dvc("push", "--run-cache", cwd=project)
+    commit_all(project, "a run, its data in S3")
+    run("git", "push", "-q", "origin", "main", cwd=project)
+    processes: list[subprocess.Popen] = []
+    env = {"PREFECT_API_URL": prefect_api}
+    cluster = Cluster(
+        served.scheduler, [REPO_ROOT, project, served.folder], env, tmp_path, served.site, processes
+    )
     try:
-        served = tmp_path / "served"
-        served.mkdir()
-        origin = served / "origin.git"
-        run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=served)
-        git_port = free_port()
-        processes.append(
-            subprocess.Popen(
-                [
-                    "git",
-                    "daemon",
-                    "--reuseaddr",
-                    f"--base-path={served}",
-                    "--export-all",
-                    "--enable=receive-pack",
-                    "--listen=127.0.0.1",
-                    f"--port={git_port}",
-                    str(served),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        )
-        wait_for(lambda: listening(git_port), "git daemon listens")
-        url = f"git://127.0.0.1:{git_port}/origin.git"
-        run("git", "remote", "add", "origin", url, cwd=project)
-        dvc("remote", "add", "-d", "storage", f"s3://{BUCKET}/store", cwd=project)
-        dvc("remote", "modify", "storage", "endpointurl", s3.endpoint, cwd=project)
-        dvc("repro", cwd=project)
-        dvc("push", "--run-cache", cwd=project)
-        commit_all(project, "a run, its data in S3")
-        run("git", "push", "-q", "origin", "main", cwd=project)
-
-        install_non_editable(tmp_path / "site")  # what every worker imports (as the Dockerfile installs it)
-        scheduler_port = free_port()
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(scheduler_port),
-                    "--no-dashboard",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        )
-        wait_for(lambda: listening(scheduler_port), "the Dask scheduler listens")
-        env = {"PREFECT_API_URL": prefect_api}
-        cluster = Cluster(
-            f"tcp://127.0.0.1:{scheduler_port}", [REPO_ROOT, project, served], env, tmp_path, processes
-        )
         yield project, url, cluster
     finally:
         for process in reversed(processes):
             stop_process_group(process)
-        s3.stop()
 
 
 def sweep(project: Path, url: str, cluster: Cluster, *grid: str, wait: bool = True):
@@ -193,11 +200,14 @@ def sweep(project: Path, url: str, cluster: Cluster, *grid: str, wait: bool = Tr
     return process.returncode, output
 
 
-def task_run_names() -> set[str]:
+def task_run_names(since: datetime) -> set[str]:
+    """The names of the task runs the session's Prefect server saw start after ``since``."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 
+    started = TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since))
     with get_client(sync_client=True) as client:
-        return {task_run.name for task_run in client.read_task_runs()}
+        return {task_run.name for task_run in client.read_task_runs(task_run_filter=started)}
 
 
 def remote_experiments(project: Path) -> list[str]:
@@ -214,12 +224,13 @@ def trial_workspaces(homes: list[Path]) -> list[Path]:
 def test_a_sweep_on_workers_without_the_checkout_records_its_trials_in_the_project(remote) -> None:
     project, url, cluster = remote
     homes = [cluster.add_worker("worker-1"), cluster.add_worker("worker-2")]
+    since = datetime.now(UTC)
     code, output = sweep(project, url, cluster, "train.epochs=1,2")
     assert code == 0, output
     assert "2 Dask worker(s) at" in output
     # One line per trial event, each labelled by its trial; no cluster chatter, no useless timeouts.
     assert "distributed." not in output and "Timeout of" not in output
-    assert {"trial 1 train", "trial 2 train"} <= task_run_names()  # labelled in the UI by trial
+    assert {"trial 1 train", "trial 2 train"} <= task_run_names(since)  # labelled in the UI by trial
 
     recorded = experiments(project)
     assert len(recorded) == 2 and sorted(remote_experiments(project)) == sorted(recorded)

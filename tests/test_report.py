@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import networkx
 import pytest
 
-from conftest import dvc, ran_stages, run, set_params
-from pipeline.commands.report import (
-    MARKER,
-    GateCheck,
-    MetricRow,
-    ParamChange,
-    build_report,
-    flatten,
-    gate_checks,
-    image_link,
-    metric_rows,
-    param_changes,
-    per_class_rows,
-    per_class_scores,
-)
+from conftest import REPO_ROOT, dvc, ran_stages, run, set_params
+from pipeline.commands.report import MARKER, ParamChange, build_report, image_link, param_changes
 from pipeline.core.params import ReviewParams
+from pipeline.review.gate import GateCheck, gate_checks
+from pipeline.review.metrics import MetricRow, flatten, metric_rows, per_class_rows, per_class_scores
 
 OLD = {
     "val": {"loss": 0.5, "accuracy": 0.8},
@@ -225,19 +216,75 @@ def test_image_links(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("command", "options"), [("report", ["--base", "--output"]), ("verify", ["STAGE"])])
 def test_review_commands_never_import_tensorflow(command: str, options: list[str]) -> None:
+    """Neither the commands nor any module of the review library (``pipeline.review``) they use."""
     code = (
-        "import sys\n"
+        "import importlib, pkgutil, sys\n"
         "from pipeline.__main__ import main\n"
         "try:\n"
         f"    main([{command!r}, '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
+        "import pipeline.review\n"
+        "for module in pkgutil.iter_modules(pipeline.review.__path__):\n"
+        "    importlib.import_module(f'pipeline.review.{module.name}')\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "sys.exit(f'imported {heavy}' if heavy else 0)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert all(option in result.stdout for option in options)
+
+
+# --- the layering: no import circle, and no module imports a command as a library ----------------
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of ``pipeline`` and ``flows`` by dotted name (a package by its own name)."""
+    modules = {}
+    for package in ("pipeline", "flows"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def import_graph() -> networkx.DiGraph:
+    """Module -> the project modules it imports, at the top or inside a function (``from a import b``:
+    ``a``, and ``a.b`` where that is a module)."""
+    modules = project_modules()
+    graph = networkx.DiGraph()
+    graph.add_nodes_from(modules)
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{name}: a relative import"
+                base = node.module or ""
+                targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            graph.add_edges_from((name, target) for target in targets if target in modules and target != name)
+    return graph
+
+
+@pytest.fixture(scope="module")
+def imports() -> networkx.DiGraph:
+    return import_graph()
+
+
+def test_no_import_circle(imports: networkx.DiGraph) -> None:
+    assert list(networkx.simple_cycles(imports)) == []
+
+
+def test_no_module_imports_a_command_as_a_library(imports: networkx.DiGraph) -> None:
+    """Commands import commands (``project``, ``verify``, the ``run_command`` guard) and
+    ``pipeline.__main__`` runs them by name; the review library sits on ``pipeline.core`` alone."""
+    commands = [(a, b) for a, b in imports.edges if b.startswith("pipeline.commands")]
+    assert commands, "the graph found no import of a command: the test reads nothing"
+    assert [(a, b) for a, b in commands if not a.startswith("pipeline.commands")] == []
+    review = {b for a, b in imports.edges if a.startswith("pipeline.review")}
+    assert {b for b in review if not b.startswith(("pipeline.core", "pipeline.review"))} == set()
 
 
 # --- integration: a real project, real DVC --------------------------------------------------------
@@ -369,11 +416,11 @@ def test_report_against_a_committed_run(project: Path) -> None:
 
 
 @pytest.mark.integration
-def test_experiments_run_queue_show_and_diff(project: Path) -> None:
+def test_experiments_run_show_and_diff(project: Path) -> None:
+    """The pipeline as DVC experiments (``dvc exp run -S``), compared as reviewers compare them."""
     ran = dvc("exp", "run", "-n", "two-epochs", "-S", "train.epochs=2", cwd=project)
     assert "Ran experiment(s): two-epochs" in ran.stdout
-    dvc("exp", "run", "--queue", "-n", "one-epoch", "-S", "train.epochs=1", cwd=project)
-    dvc("exp", "run", "--run-all", cwd=project)
+    dvc("exp", "run", "-n", "one-epoch", "-S", "train.epochs=1", cwd=project)
 
     shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
     experiments = {

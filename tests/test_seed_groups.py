@@ -17,7 +17,7 @@ from flows.pipeline_flow import METRICS_ARTIFACT, fashion_pipeline
 from flows.seeds_flow import SEEDS_ARTIFACT, fashion_seeds
 from test_flow import artifact
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 
 def report_of(project: Path, *args: str) -> tuple[int, str, str]:
@@ -40,13 +40,13 @@ def seeds_artifact(state) -> list[dict]:
 
 
 def test_a_seed_group_on_dask_is_paid_once_and_the_report_compares_groups(
-    project: Path, prefect_api: str
+    project: Path, prefect_api: str, dask_address: str
 ) -> None:
     dvc("repro", cwd=project)
     commit_all(project, "baseline run")
     first = yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"]
 
-    state = fashion_seeds(seeds=3, workers=2, project_dir=str(project), return_state=True)
+    state = fashion_seeds(seeds=3, dask_address=dask_address, project_dir=str(project), return_state=True)
     assert state.is_completed(), state.message
     group = state.result()
     assert group["seeds"] == [first, first + 1, first + 2]
@@ -67,7 +67,7 @@ def test_a_seed_group_on_dask_is_paid_once_and_the_report_compares_groups(
 
     # Paid once: the same group again trains nothing (the commit's seed is up to date, the others
     # come from DVC's run cache).
-    again = fashion_seeds(seeds=3, workers=2, project_dir=str(project), return_state=True)
+    again = fashion_seeds(seeds=3, dask_address=dask_address, project_dir=str(project), return_state=True)
     assert again.is_completed(), again.message
     assert again.result()["summary"]["test.accuracy"] == summary
     assert {trial["stages"]["train"] for trial in again.result()["trials"]} <= {"skipped", "cached"}
@@ -99,7 +99,11 @@ def test_a_seed_group_on_dask_is_paid_once_and_the_report_compares_groups(
     # Its group, asked for with an override (not a string: what a preset file gives); its own seed
     # is the run above, from DVC's run cache.
     changed = fashion_seeds(
-        seeds=3, overrides={"train.epochs": 1}, workers=2, project_dir=str(project), return_state=True
+        seeds=3,
+        overrides={"train.epochs": 1},
+        dask_address=dask_address,
+        project_dir=str(project),
+        return_state=True,
     )
     assert changed.is_completed(), changed.message
     assert changed.result()["trials"][0]["stages"]["train"] in {"skipped", "cached"}

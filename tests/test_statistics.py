@@ -9,10 +9,11 @@ import math
 import pytest
 import yaml
 
-from pipeline.commands.report import Groups, build_report, gate_checks
-from pipeline.commands.seed_groups import Run, configuration_of, group_of, run_from
-from pipeline.commands.statistics import difference, higher_is_better, summarize
+from pipeline.commands.report import build_report
 from pipeline.core.params import ReviewParams
+from pipeline.review.gate import gate_checks
+from pipeline.review.seed_groups import Groups, Run, configuration_of, group_of, run_from
+from pipeline.review.statistics import difference, higher_is_better, summarize
 
 BASE = [0.80, 0.81, 0.82]
 SHIFTED = [0.85, 0.86, 0.87]

@@ -32,7 +32,7 @@ from flows.sweep_flow import (
 )
 from flows.workspace import RUNS_DIR
 
-pytestmark = pytest.mark.integration  # a real pipeline, flow or sweep in each test
+pytestmark = [pytest.mark.integration, pytest.mark.server]  # a real pipeline, flow or sweep in each test
 
 GRID_2X2 = ["train.model.dense.hidden_units=[8],[16]", "train.epochs=2,3"]
 
@@ -62,10 +62,13 @@ def sweep_table(sweep: State) -> list[dict]:
     return json.loads(found.data)
 
 
-@pytest.mark.integration
-def test_a_2x2_sweep_on_two_dask_workers_records_four_experiments(project: Path, prefect_api: str) -> None:
+def test_a_2x2_sweep_on_two_dask_workers_records_four_experiments(
+    project: Path, prefect_api: str, dask_address: str
+) -> None:
     before = snapshot(project)
-    state = fashion_sweep(grid=GRID_2X2, workers=2, project_dir=str(project), return_state=True)
+    state = fashion_sweep(
+        grid=GRID_2X2, dask_address=dask_address, project_dir=str(project), return_state=True
+    )
     assert state.is_completed(), state.message
     results = state.result()
 
@@ -107,8 +110,10 @@ def test_a_2x2_sweep_on_two_dask_workers_records_four_experiments(project: Path,
     assert columns <= set(table[0])
 
 
-@pytest.mark.integration
-def test_workers_need_only_the_git_remote_and_the_dvc_remote(project: Path, prefect_api: str) -> None:
+def test_workers_need_only_the_git_remote_and_the_dvc_remote(
+    project_own_cache: Path, prefect_api: str, dask_address: str
+) -> None:
+    project = project_own_cache
     origin = project.parent / "origin.git"
     run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=project.parent)
     run("git", "remote", "add", "origin", str(origin), cwd=project)
@@ -118,7 +123,11 @@ def test_workers_need_only_the_git_remote_and_the_dvc_remote(project: Path, pref
     run("git", "push", "-q", "origin", "main", cwd=project)
 
     state = fashion_sweep(
-        grid=["train.epochs=2,3"], workers=2, source=str(origin), project_dir=str(project), return_state=True
+        grid=["train.epochs=2,3"],
+        dask_address=dask_address,
+        source=str(origin),
+        project_dir=str(project),
+        return_state=True,
     )
     assert state.is_completed(), state.message
     results = state.result()
@@ -135,7 +144,6 @@ def test_workers_need_only_the_git_remote_and_the_dvc_remote(project: Path, pref
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
 
 
-@pytest.mark.integration
 def test_a_failed_trial_fails_only_itself_and_the_best_can_be_applied(
     project: Path, prefect_api: str
 ) -> None:
@@ -160,7 +168,6 @@ def test_a_failed_trial_fails_only_itself_and_the_best_can_be_applied(
     assert failed["rank"] == "-" and "leaves 0 for training" in failed["status"]
 
 
-@pytest.mark.integration
 def test_every_trial_is_validated_before_anything_runs(project: Path, prefect_api: str) -> None:
     state = fashion_sweep(
         grid=["train.optimizer=adam,lion"], in_process=True, project_dir=str(project), return_state=True
@@ -174,7 +181,6 @@ def test_every_trial_is_validated_before_anything_runs(project: Path, prefect_ap
 # -- the grid and the ranking -------------------------------------------------------------------------
 
 
-@pytest.mark.integration
 def test_cancelling_a_sweep_stops_its_trials_and_leaves_no_workspace(project: Path, prefect_api: str) -> None:
     """SIGTERM is what a Prefect worker sends a cancelled run, and what ``kill`` sends by default."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
@@ -189,19 +195,30 @@ def test_cancelling_a_sweep_stops_its_trials_and_leaves_no_workspace(project: Pa
             assert sweep.poll() is None, sweep.stdout.read()
             assert time.monotonic() < deadline, "no trial started training"
             time.sleep(0.1)
+        started = psutil.Process(sweep.pid).children(recursive=True)  # its Dask workers, their stages
+        commands = [" ".join(process.cmdline()) for process in started if process.is_running()]
         sweep.send_signal(signal.SIGTERM)
         output, _ = sweep.communicate(timeout=60)
     finally:
         sweep.kill()
     assert sweep.returncode != 0, output
     assert list(runs.iterdir()) == [], output
-    leftovers = [
+    assert any("spawn_main" in command for command in commands), commands  # the Dask workers were seen
+    assert [process.pid for process in started if alive(process)] == [], output
+    working_here = [
         process.info["cmdline"]
         for process in psutil.process_iter(["cmdline", "environ"])
-        if str(project) in str(process.info["environ"] or {}) or "spawn_main" in str(process.info["cmdline"])
+        if str(project) in str(process.info["environ"] or {})
     ]
-    assert leftovers == [], output
+    assert working_here == [], output
     assert experiments(project) == {}
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def training(workspace: Path) -> bool:

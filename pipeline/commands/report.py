@@ -2,10 +2,10 @@
 
 Compares the workspace's ``metrics.json`` and params with a git revision (a PR's base branch), lists
 the figures, and applies the regression gate of the ``review`` params section. Where DVC experiments
-hold other seeds of either side's configuration (:mod:`pipeline.commands.seed_groups`, made by
+hold other seeds of either side's configuration (:mod:`pipeline.review.seed_groups`, made by
 ``python -m flows seeds``), it compares the two seed groups instead of two runs: each side's mean and
-spread, the change's 95% interval and a verdict (:mod:`pipeline.commands.statistics`), and the gate
-fails only on a significant drop. DVC reads the base
+spread, the change's 95% interval and a verdict (:mod:`pipeline.review.statistics`), and the gate
+(:mod:`pipeline.review.gate`) fails only on a significant drop. DVC reads the base
 revision (``dvc metrics diff`` / ``dvc params diff`` see the same values); the builders below are pure
 functions of plain dicts, so the Markdown is deterministic: sorted keys, fixed decimals. It runs from
 any folder of the project, and refuses an ``--output`` that DVC tracks. Never imports TensorFlow.
@@ -19,33 +19,30 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pipeline.commands.project import enter_project, open_project
-from pipeline.commands.seed_groups import (
-    MetricComparison,
-    Run,
-    compare_groups,
+from pipeline.core import atomic
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import ReviewParams
+from pipeline.core.paths import Paths
+from pipeline.review.gate import GateCheck, gate_checks
+from pipeline.review.metrics import MetricRow, metric_rows, per_class_rows, per_class_scores
+from pipeline.review.seed_groups import (
+    Groups,
     experiment_runs,
     group_of,
     revision_run,
     seeds_line,
     workspace_run,
 )
-from pipeline.commands.statistics import CONFIDENCE, Difference, Summary
-from pipeline.core import atomic
-from pipeline.core.errors import PipelineError
-from pipeline.core.params import ReviewParams
-from pipeline.core.paths import Paths
+from pipeline.review.statistics import CONFIDENCE
+from pipeline.review.tables import cell, group_size, group_table, metric_table, number
 
 log = logging.getLogger(__name__)
 
-DECIMALS = 4
-GATE_METRIC = "test.accuracy"
 MARKER = "<!-- fashion-pipeline review report -->"  # lets a CI job find and update its own comment
-_MISSING = "—"
 
 
 class ReportError(PipelineError):
@@ -57,67 +54,10 @@ class GateFailed(PipelineError):
 
 
 @dataclass(frozen=True)
-class MetricRow:
-    name: str
-    old: float | None
-    new: float | None
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.old is None or self.new is None else self.new - self.old
-
-
-@dataclass(frozen=True)
 class ParamChange:
     name: str
     old: Any
     new: Any
-
-
-@dataclass(frozen=True)
-class GateCheck:
-    param: str
-    threshold: float | None
-    value: float | None
-    passed: bool
-    message: str
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested metrics dict by dotted key, as ``dvc metrics diff`` names them."""
-    flat: dict[str, float] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat |= flatten(value, f"{name}.")
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
-
-
-def metric_rows(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[MetricRow]:
-    """Old/new rows of every scalar metric except the per-class scores, sorted by name."""
-    old_flat, new_flat = flatten(old), flatten(new)
-    names = sorted(name for name in old_flat.keys() | new_flat.keys() if ".per_class." not in name)
-    return [MetricRow(name, old_flat.get(name), new_flat.get(name)) for name in names]
-
-
-def per_class_scores(table: Sequence[Mapping[str, Any]] | None, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Scores by class name: from ``per_class.json``'s rows, or, at a revision from before that
-    file, from its ``metrics.json`` (``test.per_class``)."""
-    if table is not None:
-        return {row["class"]: row for row in table}
-    return dict(metrics.get("test", {}).get("per_class", {}))
-
-
-def per_class_rows(
-    old_classes: Mapping[str, Any], new_classes: Mapping[str, Any], score: str = "f1"
-) -> list[MetricRow]:
-    """Old/new ``score`` of each test class, sorted by class name."""
-    return [
-        MetricRow(name, old_classes.get(name, {}).get(score), new_classes.get(name, {}).get(score))
-        for name in sorted(old_classes.keys() | new_classes.keys())
-    ]
 
 
 def param_changes(params_diff: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[ParamChange]:
@@ -128,127 +68,6 @@ def param_changes(params_diff: Mapping[str, Mapping[str, Mapping[str, Any]]]) ->
             name = key if file == "params.yaml" else f"{file}:{key}"
             changes.append(ParamChange(name, values.get("old"), values.get("new")))
     return sorted(changes, key=lambda change: change.name)
-
-
-@dataclass(frozen=True)
-class Groups:
-    """Both sides' seed groups (each side's own run first, then other seeds of its configuration)."""
-
-    base: list[Run]
-    new: list[Run]
-
-    @property
-    def same_configuration(self) -> bool:
-        return self.base[0].configuration == self.new[0].configuration
-
-    @property
-    def seeded(self) -> bool:
-        """Either side has more than one run: the groups, not the two runs, are compared."""
-        return max(len(self.base), len(self.new)) > 1
-
-    @cached_property
-    def metrics(self) -> list[MetricComparison]:
-        """Each headline metric compared, once (the gate and the table both read it)."""
-        return compare_groups(self.base, self.new, same_configuration=self.same_configuration)
-
-    @cached_property
-    def classes(self) -> list[MetricComparison]:
-        return compare_groups(
-            self.base, self.new, scores="classes", same_configuration=self.same_configuration
-        )
-
-    def of(self, metric: str) -> MetricComparison | None:
-        return next((row for row in self.metrics if row.name == metric), None)
-
-
-def gate_checks(
-    old: Mapping[str, Any], new: Mapping[str, Any], review: ReviewParams, groups: Groups | None = None
-) -> list[GateCheck]:
-    """The regression gate: a floor on the new test accuracy and a cap on its drop against the base.
-
-    With seed groups (``groups.seeded``) the floor applies to the new group's mean, and the cap fails
-    only a drop that is significant (its 95% interval below zero) and larger than the cap."""
-    if groups is not None and groups.seeded and (compared := groups.of(GATE_METRIC)) is not None:
-        return _group_gate_checks(compared, review)
-    old_value, new_value = flatten(old).get(GATE_METRIC), flatten(new).get(GATE_METRIC)
-    checks = []
-    floor = review.min_test_accuracy
-    if new_value is None:
-        passed = floor is None
-        message = f"{GATE_METRIC} is missing from the new metrics"
-    else:
-        passed = floor is None or new_value >= floor
-        relation = "is below" if not passed else "meets"
-        message = f"{GATE_METRIC} {_number(new_value)} {relation} review.min_test_accuracy {_number(floor)}"
-    checks.append(GateCheck("review.min_test_accuracy", floor, new_value, passed, message))
-
-    cap = review.max_test_accuracy_drop
-    drop = None if old_value is None or new_value is None else old_value - new_value
-    if drop is None:
-        passed = cap is None
-        message = f"{GATE_METRIC} is missing from the base or the new metrics"
-    else:
-        # Rounding keeps float noise (0.75 - 0.74 = 0.0100000001) from failing a drop equal to the cap.
-        passed = cap is None or round(drop, 9) <= cap
-        relation = "more than" if not passed else "within"
-        change = _change(drop)
-        message = (
-            f"{GATE_METRIC} {change} ({_number(old_value)} -> {_number(new_value)}), "
-            f"{relation} review.max_test_accuracy_drop {_number(cap)}"
-        )
-    checks.append(GateCheck("review.max_test_accuracy_drop", cap, drop, passed, message))
-    return checks
-
-
-def _group_gate_checks(compared: MetricComparison, review: ReviewParams) -> list[GateCheck]:
-    base, new, diff = compared.base, compared.new, compared.difference
-    checks = []
-    floor = review.min_test_accuracy
-    if new is None:
-        checks.append(
-            GateCheck("review.min_test_accuracy", floor, None, floor is None, f"{GATE_METRIC} is missing")
-        )
-    else:
-        passed = floor is None or new.mean >= floor
-        relation = "is below" if not passed else "meets"
-        message = (
-            f"{GATE_METRIC} {_number(new.mean)} (mean of {_runs(new.n)}) {relation} "
-            f"review.min_test_accuracy {_number(floor)}"
-        )
-        checks.append(GateCheck("review.min_test_accuracy", floor, new.mean, passed, message))
-    cap = review.max_test_accuracy_drop
-    if base is None or diff is None:
-        message = f"{GATE_METRIC} is missing from the base or the new metrics"
-        checks.append(GateCheck("review.max_test_accuracy_drop", cap, None, cap is None, message))
-        return checks
-    drop = -diff.delta
-    larger = round(drop, 9) > (cap or 0.0)
-    passed = cap is None or not (diff.verdict == "worse" and larger)
-    if diff.verdict == "worse":
-        judged = "a significant drop, " + ("more than" if larger else "within")
-    else:
-        judged = f"{diff.verdict}, so within"
-    message = (
-        f"{GATE_METRIC} {_change(drop)} (mean of {_runs(base.n)} {_number(base.mean)} -> "
-        f"{_runs(new.n)} {_number(new.mean)}; {_interval_text(diff)}): {judged} "
-        f"review.max_test_accuracy_drop {_number(cap)}"
-    )
-    checks.append(GateCheck("review.max_test_accuracy_drop", cap, drop, passed, message))
-    return checks
-
-
-def _change(drop: float) -> str:
-    return f"dropped {_number(drop)}" if drop > 0 else f"rose {_number(-drop)}" if drop < 0 else "held"
-
-
-def _runs(n: int) -> str:
-    return "1 run" if n == 1 else f"{n} seeds"
-
-
-def _interval_text(diff: Difference) -> str:
-    if diff.low is None or diff.high is None:
-        return "no interval: " + diff.method
-    return f"{CONFIDENCE:.0%} interval of the change {_delta(diff.low)} to {_delta(diff.high)}, {diff.method}"
 
 
 def build_report(
@@ -328,7 +147,7 @@ def _report_lines(
         yield "| Param | Base | New |"
         yield "| --- | --- | --- |"
         for change in params:
-            yield f"| `{_cell(change.name)}` | {_cell(_param(change.old))} | {_cell(_param(change.new))} |"
+            yield f"| `{cell(change.name)}` | {cell(_param(change.old))} | {cell(_param(change.new))} |"
     else:
         yield "No params changed."
 
@@ -340,7 +159,7 @@ def _report_lines(
         yield "| --- | ---: | ---: | --- |"
         for check in enabled:
             result = "pass" if check.passed else "**FAIL**"
-            yield f"| `{check.param}` | {_number(check.threshold)} | {_number(check.value)} | {result} |"
+            yield f"| `{check.param}` | {number(check.threshold)} | {number(check.value)} | {result} |"
     else:
         yield "Off: set `review.min_test_accuracy` or `review.max_test_accuracy_drop` in `params.yaml`."
 
@@ -361,8 +180,8 @@ def _report_lines(
 def seed_group_section(groups: Groups) -> Iterator[str]:
     """Both seed groups: which runs, then each headline metric's and each class's comparison."""
     yield (
-        f"Seed groups: base {_runs(len(groups.base))}: {seeds_line(groups.base)}; "
-        f"new {_runs(len(groups.new))}: {seeds_line(groups.new)}."
+        f"Seed groups: base {group_size(len(groups.base))}: {seeds_line(groups.base)}; "
+        f"new {group_size(len(groups.new))}: {seeds_line(groups.new)}."
     )
     if groups.same_configuration:
         yield ""
@@ -405,61 +224,9 @@ def _same_configuration_note() -> Iterator[str]:
     )
 
 
-def group_table(
-    comparisons: Sequence[MetricComparison], label: str = "Metric", old: str = "Base", new: str = "New"
-) -> Iterator[str]:
-    """Each comparison's two sides (mean ± sd and range), the change with its interval, the verdict."""
-    yield f"| {label} | {old} | {new} | Change ({CONFIDENCE:.0%} interval) | Verdict |"
-    yield "| --- | ---: | ---: | ---: | --- |"
-    for row in comparisons:
-        diff = row.difference
-        if diff is None:
-            change, verdict = _MISSING, _MISSING
-        elif diff.low is None or diff.high is None:
-            change, verdict = _delta(diff.delta), diff.verdict
-        else:
-            change = f"{_delta(diff.delta)} ({_delta(diff.low)} to {_delta(diff.high)})"
-            verdict = f"**{diff.verdict}**" if diff.significant else diff.verdict
-        yield f"| {_cell(row.name)} | {_spread(row.base)} | {_spread(row.new)} | {change} | {verdict} |"
-
-
-def _spread(summary: Summary | None) -> str:
-    if summary is None:
-        return _MISSING
-    if summary.sd is None:
-        return _number(summary.mean)
-    return f"{_number(summary.mean)} ± {_number(summary.sd)} ({_number(summary.low)}–{_number(summary.high)})"
-
-
-def metric_table(
-    rows: Sequence[MetricRow], label: str = "Metric", old: str = "Base", new: str = "New"
-) -> Iterator[str]:
-    """The Markdown table of ``rows``: old and new values and the change, fixed decimals; the review
-    report's and the flow's metrics artifact's."""
-    yield f"| {label} | {old} | {new} | Change |"
-    yield "| --- | ---: | ---: | ---: |"
-    for row in rows:
-        yield f"| {_cell(row.name)} | {_number(row.old)} | {_number(row.new)} | {_delta(row.delta)} |"
-
-
-def _number(value: float | None) -> str:
-    return _MISSING if value is None else f"{value:.{DECIMALS}f}"
-
-
-def _delta(value: float | None) -> str:
-    if value is None:
-        return _MISSING
-    text = f"{value:+.{DECIMALS}f}"
-    return f"{0:.{DECIMALS}f}" if float(text) == 0 else text  # never "-0.0000" vs "+0.0000"
-
-
 def _param(value: Any) -> str:
     """Values as YAML writes them inline: ``null``, ``true``, ``[16]``, ``adam``."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 # --- I/O: everything above is pure -----------------------------------------------------------------

@@ -307,10 +307,15 @@ def read_params_text(path: Path, what: str = "params file") -> str:
 
 
 def parse_raw_params(
-    text: str, source: str, overrides: Mapping[str, Any] | None = None, overrides_source: str = "override"
+    text: str,
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_source: str | Mapping[str, str] = "override",
 ) -> dict[str, Any]:
-    """The YAML mapping ``text`` (read from ``source``) with ``overrides`` (given by
-    ``overrides_source``, for the messages) applied, not yet validated."""
+    """The YAML mapping ``text`` (read from ``source``) with ``overrides`` applied, not yet validated.
+
+    ``overrides_source``: where the overrides came from (``--override``), or that per key, for the messages.
+    """
     if len(text) > MAX_PARAMS_BYTES:
         limit = f"at most {MAX_PARAMS_BYTES:,} are read"
         raise ParamsError(f"{source}: {len(text):,} characters of params; {limit}")
@@ -324,7 +329,8 @@ def parse_raw_params(
         raise ParamsError(f"{source}: expected a mapping of sections at the top level")
     _check_expanded_size(raw, source)
     for key, value in (overrides or {}).items():
-        set_dotted(raw, key, value, source=overrides_source)
+        origin = overrides_source if isinstance(overrides_source, str) else overrides_source.get(key)
+        set_dotted(raw, key, value, source=origin or "override")
     return raw
 
 

@@ -7,6 +7,7 @@ stages' source deps (code, the dataset spec: not other stages' outputs) and ever
 record, less ``train.seed`` and the ``review`` section. A revision's group is its own run plus,
 for each other seed, the newest experiment of the same configuration. Two revisions of the same
 configuration (a change to a comment, a fresh clone reproduced on another CPU) share its runs.
+:class:`Groups` holds a review's two sides and compares them, metric by metric.
 
 Reads git and DVC's experiment refs only: no DVC remote, no TensorFlow.
 """
@@ -17,13 +18,15 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipeline.commands.statistics import Difference, Summary, difference, higher_is_better, summarize
 from pipeline.core.paths import Paths
+from pipeline.review.metrics import headline_metrics, per_class_scores
+from pipeline.review.statistics import Difference, Summary, difference, higher_is_better, summarize
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -82,8 +85,6 @@ def run_from(
     dvc_yaml_text: str | None = None,
 ) -> Run:
     """A :class:`Run` from the texts of its ``dvc.lock``, metrics JSON, per-class JSON and dvc.yaml."""
-    from pipeline.commands.report import per_class_scores
-
     lock = yaml.safe_load(lock_text) or {}
     metrics = json.loads(metrics_text)
     table = json.loads(classes_text) if classes_text else None
@@ -95,13 +96,6 @@ def run_from(
     pipeline = (yaml.safe_load(dvc_yaml_text) or {}).get("stages") if dvc_yaml_text else None
     configuration = configuration_of(lock, pipeline)
     return Run(label, seed_of(lock), configuration, headline_metrics(metrics), classes, time)
-
-
-def headline_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The scalar metrics by dotted name, without the per-class scores of older revisions."""
-    from pipeline.commands.report import flatten
-
-    return {name: value for name, value in flatten(metrics).items() if ".per_class." not in name}
 
 
 def workspace_run(paths: Paths) -> Run | None:
@@ -178,6 +172,37 @@ def compare_groups(
             MetricComparison(name, summarize(old) if old else None, summarize(now) if now else None, diff)
         )
     return comparisons
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Both sides' seed groups (each side's own run first, then other seeds of its configuration)."""
+
+    base: list[Run]
+    new: list[Run]
+
+    @property
+    def same_configuration(self) -> bool:
+        return self.base[0].configuration == self.new[0].configuration
+
+    @property
+    def seeded(self) -> bool:
+        """Either side has more than one run: the groups, not the two runs, are compared."""
+        return max(len(self.base), len(self.new)) > 1
+
+    @cached_property
+    def metrics(self) -> list[MetricComparison]:
+        """Each headline metric compared, once (the gate and the table both read it)."""
+        return compare_groups(self.base, self.new, same_configuration=self.same_configuration)
+
+    @cached_property
+    def classes(self) -> list[MetricComparison]:
+        return compare_groups(
+            self.base, self.new, scores="classes", same_configuration=self.same_configuration
+        )
+
+    def of(self, metric: str) -> MetricComparison | None:
+        return next((row for row in self.metrics if row.name == metric), None)
 
 
 def seeds_line(runs: Sequence[Run]) -> str:

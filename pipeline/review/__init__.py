@@ -1,0 +1,1 @@
+"""The review library: seed statistics, seed groups, their comparison, the gate, the metric tables."""
