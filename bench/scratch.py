@@ -119,15 +119,14 @@ def write_synthetic_dataset(
     return SyntheticSource(directory, sha256)
 
 
-def write_dataset_spec(root: Path, source: SyntheticSource) -> Path:
-    """``root``'s ``datasets/fashion-mnist.yaml``, naming ``source`` and its checksums."""
+def write_dataset_spec(root: Path, source: SyntheticSource, sources: list[str] | None = None) -> Path:
+    """``root``'s ``datasets/fashion-mnist.yaml``, naming ``source`` (or ``sources``) and its checksums."""
     import yaml
 
     path = root / "datasets" / "fashion-mnist.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        yaml.safe_dump({"sources": [str(source.directory)], "sha256": source.sha256}, sort_keys=False)
-    )
+    spec = {"sources": sources or [str(source.directory)], "sha256": dict(source.sha256)}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 

@@ -67,9 +67,25 @@ def run(command: list[str], project: Path, env: dict[str, str]) -> float:
         dvc = [sys.executable, "-m", "dvc", "exp", "run"]
         subprocess.run([*dvc, "--queue", *command[2:]], cwd=project, env=env, check=True)
         subprocess.run([*dvc, "--run-all", "-j", command[1]], cwd=project, env=env, check=True)
-    else:
-        subprocess.run(command, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        stop_queue_workers(project, env)
+        return seconds
+    subprocess.run(command, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def stop_queue_workers(project: Path, env: dict[str, str], timeout_s: float = 120) -> None:
+    """Stop DVC's queue workers and wait until they are gone: an idle worker outlives
+    ``--run-all`` and still writes into the project (the scratch folder's removal then fails)."""
+    dvc = [sys.executable, "-m", "dvc", "queue"]
+    subprocess.run([*dvc, "stop"], cwd=project, env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = subprocess.run([*dvc, "status"], cwd=project, env=env, capture_output=True, text=True)
+        if "0 active, 0 idle" in status.stdout:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"DVC's queue workers in {project} did not stop in {timeout_s:.0f} s")
 
 
 def experiments(project: Path) -> int:

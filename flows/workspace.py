@@ -69,7 +69,11 @@ def open_repo(root: Path) -> Iterator[Repo]:
 
 def uncommitted_changes(project: Path) -> str | None:
     """A commit holding the checkout's uncommitted changes to tracked files (``git stash create``,
-    which writes no file of the checkout and moves no ref), or None when there are none."""
+    which writes no file of the checkout and moves no ref), or None when there are none.
+
+    The index is refreshed first: after a ``dvc repro`` rewrote tracked files with the same bytes
+    (``dvc.lock``, reports), ``git stash create`` (git 2.39) exits 1 without a word the first time."""
+    _git("update-index", "-q", "--refresh", cwd=project, check=False)  # exits 1 for real changes
     return _git("stash", "create", cwd=project).stdout.strip() or None
 
 
@@ -345,5 +349,9 @@ def _one_line(exc: BaseException) -> str:
 def _git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
+        reason = " ".join(result.stderr.split()) or f"exit {result.returncode}, no message"
+        raise WorkspaceError(
+            f"git {' '.join(args)} failed in {cwd}: {reason}; check `git status` there "
+            "(a leftover .git/index.lock, a file git cannot read), then run again"
+        )
     return result

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import json
 import os
 import shlex
@@ -20,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
-from pipeline.core.dataset import FILE_NAMES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
-from pipeline.core.idx import encode_idx
+from pipeline.core.dataset import FILE_NAMES
 from pipeline.core.params import read_raw_params
 from pipeline.core.paths import Paths
 
@@ -33,7 +29,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 # The benchmarks' project copy (bench/scratch.py) is the tests' too: one list of what a copy needs.
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from scratch import scratch_project  # noqa: E402
+from scratch import (  # noqa: E402
+    SyntheticSource,
+    scratch_project,
+    write_dataset_spec,
+    write_synthetic_dataset,
+)
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # Prefect reads its settings when first imported: the tests' own home, and no network.
@@ -107,45 +108,6 @@ def module_marks(path: Path) -> tuple[set[str], set[str]]:
     return always, written - always
 
 
-@dataclass(frozen=True)
-class SyntheticSource:
-    """A directory of the four ``.gz`` IDX files and the SHA-256 of each decompressed file."""
-
-    directory: Path
-    sha256: dict[str, str]
-
-
-def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """28x28 noise with a bright band whose row depends on the class: learnable in a few steps."""
-    images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
-    for index, label in enumerate(labels):
-        images[index, 2 * label + 4 : 2 * label + 7, 3:25] = 255
-    return images
-
-
-def write_synthetic_dataset(
-    directory: Path, n_train: int = 300, n_test: int = 100, seed: int = 0
-) -> SyntheticSource:
-    """Write gzip IDX files shaped like Fashion-MNIST (every class present in every split)."""
-    rng = np.random.default_rng(seed)
-    train_labels = np.arange(n_train, dtype=np.uint8) % 10
-    test_labels = np.arange(n_test, dtype=np.uint8) % 10
-    rng.shuffle(train_labels)
-    arrays = {
-        TRAIN_IMAGES: synthetic_images(train_labels, rng),
-        TRAIN_LABELS: train_labels,
-        TEST_IMAGES: synthetic_images(test_labels, rng),
-        TEST_LABELS: test_labels,
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    sha256 = {}
-    for name in FILE_NAMES:
-        content = encode_idx(arrays[name])
-        (directory / f"{name}.gz").write_bytes(gzip.compress(content, mtime=0))
-        sha256[name] = hashlib.sha256(content).hexdigest()
-    return SyntheticSource(directory, sha256)
-
-
 @pytest.fixture(scope="session")
 def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSource:
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic-fashion-mnist"))
@@ -171,15 +133,6 @@ def tiny_params() -> dict:
     params["train"]["epochs"] = 3
     params["train"]["batch_size"] = 32
     return params
-
-
-def write_dataset_spec(root: Path, source: SyntheticSource, sources: list[str] | None = None) -> Path:
-    """``root``'s dataset spec, naming ``source`` (or ``sources``) and its checksums."""
-    path = Paths(root).dataset_spec
-    path.parent.mkdir(parents=True, exist_ok=True)
-    spec = {"sources": sources or [str(source.directory)], "sha256": dict(source.sha256)}
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 @pytest.fixture

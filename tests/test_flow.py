@@ -88,10 +88,20 @@ def artifact(state: State, key: str) -> str:
 
 
 def log_messages(state: State) -> str:
+    """The flow run's log, once the server has stored all of it (it writes logs in the background)."""
     APILogHandler().flush()
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)])))
-    return "\n".join(log.message for log in logs)
+    found: list[str] = []
+    deadline = time.monotonic() + 15
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)])), limit=1000
+            )
+        messages = [log.message for log in logs]
+        if messages == found or time.monotonic() > deadline:
+            return "\n".join(messages)
+        found = messages
+        time.sleep(1)
 
 
 LONG_RUN_EPOCHS = 300

@@ -210,3 +210,18 @@ def test_default_workers_fit_the_machine() -> None:
     from flows.sweep_flow import default_workers
 
     assert 1 <= default_workers() <= (os.cpu_count() or 1)
+
+
+def test_tracked_files_rewritten_with_the_same_bytes_are_no_change(tmp_path: Path) -> None:
+    """As after a fresh clone's ``dvc repro``: git 2.39's ``git stash create`` exits 1 without a word
+    on a stat-dirty index, so a flow run must refresh the index first."""
+    from flows.workspace import uncommitted_changes
+
+    tracked = tmp_path / "dvc.lock"
+    tracked.write_text("schema: '2.0'\n")
+    for command in (["init", "-q"], ["add", "dvc.lock"], ["commit", "-q", "-m", "a run"]):
+        subprocess.run(["git", *command], cwd=tmp_path, check=True)
+    os.utime(tracked, (time.time() + 5, time.time() + 5))  # rewritten, same content
+    assert uncommitted_changes(tmp_path) is None
+    tracked.write_text("schema: '2.0'\nstages: {}\n")
+    assert uncommitted_changes(tmp_path)  # a real change still makes a commit

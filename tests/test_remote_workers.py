@@ -177,13 +177,20 @@ def remote(
     processes: list[subprocess.Popen] = []
     env = {"PREFECT_API_URL": prefect_api}
     cluster = Cluster(
-        served.scheduler, [REPO_ROOT, project, served.folder], env, tmp_path, served.site, processes
+        served.scheduler, [*checkouts(), project, served.folder], env, tmp_path, served.site, processes
     )
     try:
         yield project, url, cluster
     finally:
         for process in reversed(processes):
             stop_process_group(process)
+
+
+def checkouts() -> list[Path]:
+    """This checkout, and the one this environment's editable install points at (another, when the
+    tests run from a clone): a worker "elsewhere" sees neither."""
+    editable = run(sys.executable, "-c", "import flows; print(flows.__file__)", cwd=Path("/")).stdout
+    return sorted({REPO_ROOT, Path(editable.strip()).parents[1]})
 
 
 def sweep(project: Path, url: str, cluster: Cluster, *grid: str, wait: bool = True):
