@@ -368,10 +368,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 
 @pytest.fixture(scope="session")
 def prefect_api(prefect_server: PrefectServer) -> Iterator[str]:
-    """The session's Prefect server, as this process's API: its URL."""
+    """The session's Prefect server, as this process's API: its URL. In the environment too, as a
+    user sets it: threads that Prefect's settings context does not reach (a stage's log relay) and
+    the commands the tests start read it there."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+    with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        patch.setenv("PREFECT_API_URL", prefect_server.api_url)
         yield prefect_server.api_url
 
 
