@@ -333,8 +333,8 @@ PREFECT_SERVER_START_S = 120
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """One real ``prefect server start`` for the session: the in-process flows, the ``python -m flows``
-    commands, the deployment's worker and the Dask workers all report to it."""
+    """A real ``prefect server start`` with its own home and database, started once, for the tests that
+    deploy to it and run a worker against it as a user does."""
     import httpx
 
     home = tmp_path_factory.mktemp("prefect-server")
@@ -367,26 +367,28 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 
 
 @pytest.fixture(scope="session")
-def prefect_api(prefect_server: PrefectServer) -> Iterator[str]:
-    """The session's Prefect server, as this process's API: its URL. In the environment too, as a
-    user sets it: threads that Prefect's settings context does not reach (a stage's log relay) and
-    the commands the tests start read it there."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def prefect_api() -> Iterator[str]:
+    """The session's Prefect API for the in-process flows and the commands the tests start
+    (``prefect_test_harness``: a server subprocess of its own with a temporary database); its URL.
 
-    with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        patch.setenv("PREFECT_API_URL", prefect_server.api_url)
-        yield prefect_server.api_url
+    Not :func:`prefect_server`: with that server as this process's API, the records a stage relays
+    from its log thread never reached the flow run's log (seen with Prefect 3.9)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="session")
-def dask_address(prefect_server: PrefectServer) -> Iterator[str]:
+def dask_address(prefect_api: str) -> Iterator[str]:
     """One local Dask cluster of two worker processes for the session's sweeps and seed groups (as
     ``--dask-address`` runs them); its scheduler's address. Tests of a cluster's own life start theirs."""
     import logging
 
     from distributed import LocalCluster
 
-    env = {"PREFECT_API_URL": prefect_server.api_url, "TF_NUM_INTRAOP_THREADS": "1"}
+    env = {"PREFECT_API_URL": prefect_api, "TF_NUM_INTRAOP_THREADS": "1"}
     with LocalCluster(
         n_workers=2,
         threads_per_worker=1,

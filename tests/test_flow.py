@@ -93,11 +93,17 @@ def log_messages(state: State) -> str:
     found: list[str] = []
     deadline = time.monotonic() + 15
     while True:
+        messages = []
         with get_client(sync_client=True) as client:
-            logs = client.read_logs(
-                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)])), limit=1000
-            )
-        messages = [log.message for log in logs]
+            while True:  # the server answers at most 200 at a time
+                page = client.read_logs(
+                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)])),
+                    limit=200,
+                    offset=len(messages),
+                )
+                messages += [log.message for log in page]
+                if len(page) < 200:
+                    break
         if messages == found or time.monotonic() > deadline:
             return "\n".join(messages)
         found = messages
