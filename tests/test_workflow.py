@@ -1,8 +1,8 @@
 """The pull-request review workflow and main's base-groups workflow: valid, hardened, with the steps
 the README promises.
 
-It cannot run here; it is checked as YAML, against GitHub's schema (``check-jsonschema``) and by
-``zizmor``'s security audit, offline.
+Here they are checked as YAML, against GitHub's schema (``check-jsonschema``) and by ``zizmor``'s
+security audit, offline; ``test_workflow_runs.py`` runs their steps.
 """
 
 from __future__ import annotations

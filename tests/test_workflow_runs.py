@@ -58,7 +58,8 @@ from conftest import REPO_ROOT, SyntheticSource, commit_all, dvc, make_project, 
 from pipeline.commands.report import MARKER
 from test_remote import BUCKET, S3Server
 
-pytestmark = [pytest.mark.integration, pytest.mark.server]
+# A job runs the seed groups of two revisions: minutes, fixture setup included, on 2 cores.
+pytestmark = [pytest.mark.integration, pytest.mark.server, pytest.mark.timeout(600)]
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 REPOSITORY = "example/fashion-pipeline"
