@@ -88,26 +88,18 @@ def artifact(state: State, key: str) -> str:
 
 
 def log_messages(state: State) -> str:
-    """The flow run's log, once the server has stored all of it (it writes logs in the background)."""
     APILogHandler().flush()
-    found: list[str] = []
-    deadline = time.monotonic() + 15
-    while True:
-        messages = []
-        with get_client(sync_client=True) as client:
-            while True:  # the server answers at most 200 at a time
-                page = client.read_logs(
-                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)])),
-                    limit=200,
-                    offset=len(messages),
-                )
-                messages += [log.message for log in page]
-                if len(page) < 200:
-                    break
-        if messages == found or time.monotonic() > deadline:
-            return "\n".join(messages)
-        found = messages
-        time.sleep(1)
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:  # the server answers at most 200 at a time
+            page = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)])),
+                limit=200,
+                offset=len(messages),
+            )
+            messages += [log.message for log in page]
+            if len(page) < 200:
+                return "\n".join(messages)
 
 
 LONG_RUN_EPOCHS = 300

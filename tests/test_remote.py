@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from conftest import commit_all, dvc, experiments, ran_stages, run, stage_outputs
+from conftest import commit_all, dvc, experiments, free_port, ran_stages, run, stage_outputs
 from flows.pipeline_flow import fashion_pipeline
 from test_flow import STAGES, log_messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 BUCKET = "fashion-pipeline"
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 class S3Server:
@@ -32,9 +37,7 @@ class S3Server:
     at will (its storage starts empty each time)."""
 
     def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.server: ThreadedMotoServer | None = None
 
@@ -49,21 +52,25 @@ class S3Server:
             self.server = None
 
 
+@contextmanager
+def s3_running() -> Iterator[S3Server]:
+    """moto's S3 with an empty bucket, its credentials in this process's environment while it runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in S3_CREDENTIALS.items():
+            patch.setenv(name, value)
+        server = S3Server()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture
-def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+def s3_server() -> Iterator[S3Server]:
     """An S3 API with an empty bucket; credentials in the environment."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    server = S3Server()
-    server.start()
-    try:
+    with s3_running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def add_remote(

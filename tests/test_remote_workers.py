@@ -29,6 +29,7 @@ from conftest import (
     commit_all,
     dvc,
     experiments,
+    free_port,
     run,
     start_elsewhere,
     stop_process_group,
@@ -36,22 +37,11 @@ from conftest import (
     worker_env,
 )
 from flows.workspace import remove_abandoned
-from test_remote import BUCKET, S3Server
+from test_remote import BUCKET, S3_CREDENTIALS, S3Server, s3_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 START_TIMEOUT_S = 120
-S3_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition, what: str, timeout: float = START_TIMEOUT_S, processes: list | None = None) -> None:
@@ -119,11 +109,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, installed_site: Path) -> It
     if not unshare_works():
         pytest.skip("the kernel refuses unshare --mount here: no worker can hide this machine's files")
     processes: list[subprocess.Popen] = []
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        for name, value in S3_CREDENTIALS.items():
-            monkeypatch.setenv(name, value)
-        s3 = S3Server()
-        s3.start()
+    with s3_running() as s3:
         try:
             folder = tmp_path_factory.mktemp("served")
             git_port, scheduler_port = free_port(), free_port()
@@ -152,18 +138,16 @@ def served(tmp_path_factory: pytest.TempPathFactory, installed_site: Path) -> It
         finally:
             for process in reversed(processes):
                 stop_process_group(process)
-            s3.stop()
 
 
 @pytest.fixture
 def remote(
-    tmp_path: Path, project: Path, prefect_api: str, served: Served, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, project: Path, prefect_api: str, served: Served
 ) -> Iterator[tuple[Path, str, Cluster]]:
     """The project with a git ``origin`` of its own served by git daemon and an S3 DVC remote (a
     folder of its own in the bucket) holding its data; the git URL; the module's Dask scheduler, to
-    add this test's workers to (they stop with the test)."""
-    for name, value in S3_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+    add this test's workers to (they stop with the test). The S3 credentials are in the environment
+    while ``served`` runs."""
     origin = served.folder / f"{tmp_path.name}.git"
     run("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=served.folder)
     url = f"git://127.0.0.1:{served.git_port}/{origin.name}"

@@ -56,7 +56,7 @@ from test_seed_groups import metric_row
 
 from conftest import REPO_ROOT, SyntheticSource, commit_all, dvc, make_project, run, set_params
 from pipeline.commands.report import MARKER
-from test_remote import BUCKET, S3Server
+from test_remote import BUCKET, S3_CREDENTIALS, S3Server, s3_running
 
 # A job runs the seed groups of two revisions: minutes, fixture setup included, on 2 cores.
 pytestmark = [pytest.mark.integration, pytest.mark.server, pytest.mark.timeout(600)]
@@ -67,7 +67,7 @@ PR_NUMBER = "7"
 # review.seeds, the project's default: with two a side, Welch's t (1 degree of freedom) could call
 # even this change's drop seed noise.
 SEEDS = 3
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+CREDENTIALS = {name: S3_CREDENTIALS[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
 # What every run's contexts hold: the DVC remote's secrets (its URL and endpoint are committed, so
 # those two secrets are unset), and the run's repository, id and token.
 RUN_CONTEXT = {
@@ -356,15 +356,8 @@ class Repository:
 def s3() -> Iterator[S3Server]:
     """moto's S3 with an empty bucket; its credentials in this process's environment (the developer's),
     never in a job's."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            patch.setenv(name, value)
-        server = S3Server()
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with s3_running() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
