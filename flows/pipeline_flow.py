@@ -18,8 +18,9 @@ Decisions:
   artifact of its epochs (:mod:`flows.reports`).
 - **Pushing is asked for**, as in DVC: ``push`` sends the data to the DVC remote and the experiment
   to the git remote (the nightly deployment does).
-- A failing stage fails its task and the flow, naming the stage and quoting its error lines. Ingest
-  (network) is retried; train is not.
+- A failing stage fails its task and the flow at once, naming the stage and quoting its error lines.
+  Prefect retries no stage: ingest retries its own downloads (``ingest.retries``), and a failure
+  that outlives those (a bad param, a dead mirror list) fails the same way again.
 """
 
 from __future__ import annotations
@@ -50,13 +51,8 @@ PER_CLASS_ARTIFACT = "fashion-per-class"
 STATE_NAMES = {stage.SKIPPED: "Skipped", stage.CACHED: "Cached", stage.RAN: "Completed"}
 OUTCOMES = {state_name: outcome for outcome, state_name in STATE_NAMES.items()}
 
-# Per-stage task options, over the defaults of reproduce_stage; the stages themselves come from dvc.yaml.
+
 # No timeouts: Prefect cannot enforce one on a task in a worker thread, and a fit has no natural bound.
-STAGE_TASK_OPTIONS: dict[str, dict[str, Any]] = {
-    "ingest": {"retries": 2, "retry_delay_seconds": 10},  # its sources may be remote mirrors
-}
-
-
 @task(retries=0, cache_policy=NO_CACHE, persist_result=False)
 def reproduce_stage(root: str, name: str, reason: str) -> State:
     """Reproduce one DVC stage; DVC decides whether it runs, is skipped or comes from its run cache.
@@ -217,8 +213,9 @@ def run_stage(root: Path, name: str, label: str = "") -> str:
     """
     reason = stage.why_it_runs(root, name)
     run_name = f"{label} {name}".strip() + ("" if reason else f" ({stage.SKIPPED})")
-    options = {"name": name, "task_run_name": run_name, **STAGE_TASK_OPTIONS.get(name, {})}
-    state = reproduce_stage.with_options(**options)(str(root), name, reason, return_state=True)
+    state = reproduce_stage.with_options(name=name, task_run_name=run_name)(
+        str(root), name, reason, return_state=True
+    )
     state.result()  # re-raises the stage's error, failing the flow with the stage named
     return OUTCOMES[state.name]
 

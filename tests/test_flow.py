@@ -103,6 +103,7 @@ def log_messages(state: State) -> str:
 
 
 LONG_RUN_EPOCHS = 300
+COMMAND_TAG = "FASHION_TEST_COMMAND"  # an environment variable that marks what one test started
 
 
 def start_long_run(project: Path, env: dict[str, str], **popen: object) -> subprocess.Popen:
@@ -335,6 +336,7 @@ def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(
     terminal's process group) nor SIGKILL leaves it running."""
     before = snapshot(project)
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env[COMMAND_TAG] = str(project)  # inherited by the command's server: see temporary_servers
 
     def start() -> subprocess.Popen:
         # its own process group, as a terminal gives a command
@@ -343,7 +345,7 @@ def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(
     run = start()
     try:
         wait_until(lambda: stage_running(project, "train"), "the train command runs", run)
-        server = temporary_servers()
+        server = temporary_servers(project)
         assert len(server) == 1
         os.killpg(run.pid, signal.SIGINT)
         started = time.monotonic()
@@ -355,7 +357,7 @@ def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(
     assert "stage 'train' failed" in output  # interrupted (exit 130, or killed by SIGINT while starting)
     assert snapshot(project) == before
     assert workspaces(project) == []
-    wait_until(lambda: not temporary_servers(), "the temporary server stops")
+    wait_until(lambda: not temporary_servers(project), "the temporary server stops")
 
     run = start()
     try:
@@ -363,16 +365,18 @@ def test_ctrl_c_ends_a_run_at_once_and_no_temporary_server_outlives_the_command(
     finally:
         run.kill()  # SIGKILL: nothing of the command runs any more
         run.communicate(timeout=WAIT_S)
-    wait_until(lambda: not temporary_servers(), "the kernel stops the temporary server")
+    wait_until(lambda: not temporary_servers(project), "the kernel stops the temporary server")
     wait_until(lambda: not stage_processes(project), "the orphaned stage stops")
 
 
-def temporary_servers() -> list[psutil.Process]:
-    """``prefect server start`` processes that a command of this project started for itself."""
+def temporary_servers(project: Path) -> list[psutil.Process]:
+    """``prefect server start`` processes that a command of this test started for itself (their
+    environment carries the command's :data:`COMMAND_TAG`; other tests' servers do not)."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "environ"]):
         command = " ".join(process.info["cmdline"] or [])
-        if "prefect server start" in command and "--no-ui" in command:
+        tagged = (process.info["environ"] or {}).get(COMMAND_TAG) == str(project)
+        if "prefect server start" in command and tagged:
             found.append(process)
     return found
 

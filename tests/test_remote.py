@@ -158,8 +158,10 @@ def test_a_fresh_clone_runs_what_its_cache_lacks_from_the_remote_and_says_so_in_
 
 
 def test_a_push_that_fails_keeps_the_result_and_says_how_to_push_it_later(
-    project: Path, prefect_api: str, s3_server: ThreadedMotoServer
+    project: Path, prefect_api: str, s3_server: ThreadedMotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # botocore tries a dead endpoint once, not 5 times with back-off per file (a minute of waiting)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     origin = with_origin(project)
     add_remote(project, "s3", None, endpoint=s3_server.endpoint)
     commit_all(project, "an S3 remote")
