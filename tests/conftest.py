@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import json
 import os
 import shlex
@@ -13,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +110,39 @@ def module_marks(path: Path) -> tuple[set[str], set[str]]:
     return always, written - always
 
 
+def once_per_session(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+) -> Path:
+    """The folder ``name``, made by ``build(folder)`` once per test session: under pytest-xdist the
+    first worker to ask builds it in the folder all workers share (their base temps' parent) while
+    the others wait, then use it as it is."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, built = root / name, root / f"{name}.built"
+    with FileLock(root / f"{name}.lock"):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed to build left
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSource:
-    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic-fashion-mnist"))
+    """The session's synthetic Fashion-MNIST files: one folder for every worker, so that each
+    project's dataset spec, and so each stage's run-cache entry, is the same whichever ran it."""
+    folder = once_per_session(tmp_path_factory, "synthetic-fashion-mnist", write_synthetic_dataset)
+    return SyntheticSource(
+        folder,
+        {
+            name: hashlib.sha256(gzip.decompress((folder / f"{name}.gz").read_bytes())).hexdigest()
+            for name in FILE_NAMES
+        },
+    )
 
 
 def processed(root: Path, source: SyntheticSource) -> Paths:
@@ -205,7 +237,7 @@ def install_non_editable(target: Path) -> Path:
 @pytest.fixture(scope="session")
 def installed_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This project installed non-editable, once per session: what the workers "elsewhere" import."""
-    return install_non_editable(tmp_path_factory.mktemp("installed") / "site")
+    return once_per_session(tmp_path_factory, "installed-site", install_non_editable)
 
 
 def worker_env(home: Path, site: Path, api_url: str) -> dict[str, str]:
@@ -227,9 +259,10 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="session")
 def shared_dvc_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One DVC cache, run cache included, for the session's project copies: a run that one test made
-    is restored, not retrained, wherever the same code, data and params come again (DVC's job)."""
-    return tmp_path_factory.mktemp("shared-dvc-cache")
+    """One DVC cache, run cache included, for the session's project copies on every worker: a run
+    that one test made is restored, not retrained, wherever the same code, data and params come
+    again (DVC's job; its cache is safe for concurrent processes)."""
+    return once_per_session(tmp_path_factory, "shared-dvc-cache", lambda folder: None)
 
 
 @pytest.fixture
@@ -261,9 +294,10 @@ def make_project(directory: Path, source: SyntheticSource, cache: Path | None = 
 
 @pytest.fixture(scope="session")
 def reproduced_once(tmp_path_factory: pytest.TempPathFactory, synthetic_source: SyntheticSource) -> Path:
-    root = make_project(tmp_path_factory.mktemp("reproduced") / "project", synthetic_source)
-    dvc("repro", cwd=root)
-    return root
+    def build(folder: Path) -> None:
+        dvc("repro", cwd=make_project(folder / "project", synthetic_source))
+
+    return once_per_session(tmp_path_factory, "reproduced", build) / "project"
 
 
 @pytest.fixture
