@@ -1,4 +1,4 @@
-"""Run the pipeline flow once, sweep params or seeds on Dask, or serve it on a cron (``python -m flows``).
+"""Run the pipeline flow once, sweep params or seeds on Dask, or schedule it on a cron (``python -m flows``).
 
 Every run happens in a workspace of its own made from git, as ``dvc exp run --temp`` does, and is
 recorded as a DVC experiment; the checkout is never written unless ``--apply`` asks.
@@ -8,7 +8,7 @@ python -m flows run --rev main --apply                    # a commit; then dvc e
 python -m flows run --source https://git.example/p.git --push   # no checkout needed: what a worker does
 python -m flows sweep -S train.epochs=10,20 --workers 2   # every combination, as trials on Dask
 python -m flows seeds --seeds 5 --override train.epochs=5 # one configuration over 5 seeds: its spread
-python -m flows serve --cron "0 2 * * *"                  # runs of the current branch, on a schedule
+python -m flows schedule --cron "0 2 * * *"               # runs of the current branch, on a schedule
 """
 
 from __future__ import annotations
@@ -162,12 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="how many: train.seed and the N-1 after it (default: review.seeds of params.yaml)",
     )
-    serve = commands.add_parser(
-        "serve", parents=[common], help="serve runs of a branch on a schedule until stopped"
+    schedule = commands.add_parser(
+        "schedule",
+        aliases=["serve"],  # its name until 2026-12: it read like serving the model
+        parents=[common],
+        help="run a branch on a cron schedule until stopped (Prefect's flow.serve)",
     )
-    serve.add_argument("--name", default="local", help="deployment name (default: local)")
-    serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default: {DEFAULT_CRON!r})")
+    schedule.add_argument("--name", default="local", help="deployment name (default: local)")
+    schedule.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default: {DEFAULT_CRON!r})")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        print(f"{parser.prog} serve is deprecated: use {parser.prog} schedule", file=sys.stderr)
+        args.command = "schedule"
 
     project = args.project_dir.resolve()
     overrides: dict[str, Any] = {}
@@ -184,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_params(project, args.rev, {**overrides, **trial}, origins)
     except (PipelineError, RuntimeError, OSError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    if args.command != "serve" and args.params:
+    if args.command != "schedule" and args.params:
         print(
             f"{args.params}: its values for {', '.join(sorted(overrides))} are used as overrides",
             file=sys.stderr,
@@ -200,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, Any]) -> int:
-    """Run, sweep, seeds or serve, against the Prefect API of this command."""
+    """Run, sweep, seeds or schedule, against the Prefect API of this command."""
     from flows.pipeline_flow import fashion_pipeline
 
     where = {"rev": args.rev, "source": args.source, "push": args.push, "project_dir": str(project)}
@@ -215,7 +221,7 @@ def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, An
         else:
             state = fashion_seeds(seeds=args.seeds, **trials)
         return 0 if state.is_completed() else 1
-    if args.command == "serve":
+    if args.command == "schedule":
         parameters = {
             "rev": args.rev or current_branch(project),
             "source": args.source,

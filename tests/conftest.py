@@ -78,10 +78,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 SERVER_FIXTURES = {"prefect_api", "prefect_server"}
+# Modules of one or two tests that take minutes each (measured: --durations): they start first, so
+# that no worker is left with one of them while the others are done (``--dist loadscope`` hands out
+# whole modules in collection order).
+LONGEST_MODULES = ("test_workflow_runs.py", "test_seed_groups.py", "test_bench.py", "test_remote_workers.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The ``server`` mark is true: every test that uses the session's Prefect server carries it."""
+    """The ``server`` mark is true: every test that uses the session's Prefect server carries it.
+
+    Order: the longest modules, then the other modules with integration tests, then the unit
+    tests, which fill the workers' last minutes."""
     unmarked = [
         item.nodeid
         for item in items
@@ -89,6 +96,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError(f"tests use a Prefect server without the server mark: {', '.join(unmarked)}")
+    integration = {item.path for item in items if item.get_closest_marker("integration")}
+
+    def cost_rank(item: pytest.Item) -> int:
+        if item.path.name in LONGEST_MODULES:
+            return LONGEST_MODULES.index(item.path.name)
+        return len(LONGEST_MODULES) + (item.path not in integration)
+
+    items.sort(key=cost_rank)  # stable: each module's tests keep their order
 
 
 def module_marks(path: Path) -> tuple[set[str], set[str]]:

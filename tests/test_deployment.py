@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import (
@@ -175,3 +176,37 @@ def trigger(server: PrefectServer, cwd: Path, deployment: str = DEPLOYMENT, *arg
 def task_state_names(server: PrefectServer, flow_run_id: str) -> list[str]:
     task_runs = server.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})
     return sorted(run["state"]["name"] for run in task_runs.json())
+
+
+def test_flows_schedule_serves_the_branch_on_its_cron_and_serve_is_its_deprecated_alias(
+    project: Path, prefect_server: PrefectServer
+) -> None:
+    """``python -m flows schedule`` (Prefect's ``flow.serve``): a deployment of the checkout's branch
+    on the cron asked for, until stopped; ``serve``, its old name, does the same and says so."""
+    for command, name in (("schedule", "nightly-here"), ("serve", "old-name")):
+        log = prefect_server.logs / f"flows-{command}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flows", command, "--cron", "30 3 * * *", "--name", name],
+                cwd=project,
+                env=prefect_server.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + 120
+            url = f"{prefect_server.api_url}/deployments/name/fashion-pipeline/{name}"
+            while (found := httpx.get(url, timeout=30)).status_code == 404:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+        finally:
+            stop_process_group(process)
+        found.raise_for_status()
+        deployment = found.json()
+        assert [schedule["schedule"]["cron"] for schedule in deployment["schedules"]] == ["30 3 * * *"]
+        assert deployment["parameters"]["rev"] == "main"
+        assert deployment["parameters"]["project_dir"] == str(project)
+        deprecated = "python -m flows serve is deprecated: use python -m flows schedule"
+        assert (deprecated in log.read_text()) == (command == "serve"), log.read_text()
