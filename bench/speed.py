@@ -141,7 +141,9 @@ def tutorial_val_accuracy(run: Timed) -> float:
 def train_rows(project: Path, pairs: int, smoke: bool) -> tuple[list[Row], Quality]:
     """The speed rows, and both sides' val accuracy at the project's seed (the runs made them)."""
     dvc_train = [sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"]
+    seed = yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"]
     tutorial = [*tutorial_way(smoke), "--model", str(project.parent / "tutorial-best-model.h5")]
+    tutorial += ["--seed", str(seed)]  # the project's: its quality is the quality row's at that seed
     ours, theirs, models = [], [], set()
     for _ in range(pairs):
         ours.append(timed(dvc_train, project).seconds)
