@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 from scratch import REPO_ROOT, bench_project
 
+from pipeline.review.metrics import run_metrics
+
 
 @dataclass(frozen=True)
 class TutorialRun:
@@ -78,7 +80,10 @@ def reproduce(project: Path, run: TutorialRun, smoke: bool = False) -> tuple[dic
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, check=True)
     elapsed = time.perf_counter() - start
-    return json.loads((project / "reports/evaluate/metrics.json").read_text()), elapsed
+    evaluated, trained = (
+        json.loads((project / f"reports/{stage}/metrics.json").read_text()) for stage in ("evaluate", "train")
+    )
+    return run_metrics(evaluated, trained), elapsed
 
 
 def main() -> int:

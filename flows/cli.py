@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.add_argument(
         "--push",
         action="store_true",
-        help="push data and experiments to the DVC and git remotes (as dvc push)",
+        help="push data and experiments to the DVC and git remotes (as dvc push: "
+        "without a DVC remote, the run fails before it starts)",
     )
     parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for number, trial in enumerate(trial_overrides(args.grid), start=1):
                 origins |= dict.fromkeys(trial, f"-S (trial {number})")
                 check_params(project, args.rev, {**overrides, **trial}, origins)
+        if args.command in ("run", "sweep", "seeds") and args.push and not (args.rev or args.source):
+            # The checkout's DVC config is the run's; another revision's the flow checks in its workspace.
+            from dvc.exceptions import DvcException  # DVC's import: only with --push
+
+            from flows.workspace import require_dvc_remote
+
+            try:
+                require_dvc_remote(project, "--push", "run without --push")
+            except DvcException as exc:
+                raise RuntimeError(f"--push: {project}: {exc}") from None
     except (PipelineError, RuntimeError, OSError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
     if args.command != "schedule" and args.params:

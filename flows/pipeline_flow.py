@@ -17,7 +17,10 @@ Decisions:
   per-class scores, the figures (drawn in the artifact), and while a stage trains, a progress
   artifact of its epochs (:mod:`flows.reports`).
 - **Pushing is asked for**, as in DVC: ``push`` sends the data to the DVC remote and the experiment
-  to the git remote (the nightly deployment does).
+  to the git remote (the nightly deployment does). Where no DVC remote is set, a push could send only
+  the git ref while the model stays in this machine's cache (a worker's, for the nightly): so, as
+  ``dvc push`` does, the run fails, before any stage runs, in one line that says how to set one. The
+  metrics artifact says what the push sent where.
 - A failing stage fails its task and the flow at once, naming the stage and quoting its error lines.
   Prefect retries no stage: ingest retries its own downloads (``ingest.retries``), and a failure
   that outlives those (a bad param, a dead mirror list) fails the same way again.
@@ -81,8 +84,8 @@ def fashion_pipeline(
     (``None`` on a worker without one). ``rev``: the commit, branch or tag to run (default: the
     checkout's HEAD plus its uncommitted changes). ``source``: a git URL to clone instead of the
     checkout. ``apply``: ``dvc exp apply`` the result to the checkout, unless it changed meanwhile.
-    ``push``: push data and experiment to the DVC and git remotes. ``keep_workspace``: keep a
-    failed run's workspace for debugging.
+    ``push``: push data and experiment to the DVC and git remotes (no DVC remote: the run fails
+    before any stage). ``keep_workspace``: keep a failed run's workspace for debugging.
 
     Returns each stage's outcome (``ran``, ``skipped``, ``cached``), the experiment and the commit.
     """
@@ -105,9 +108,11 @@ def fashion_pipeline(
         changes=changes,
         share_with=project,
         keep_on_failure=keep_workspace,
+        # before any stage: a push without a DVC remote would leave the model behind
+        needs_remote=("push=True", "run with push=False") if push else None,
     ) as made:
         paths = Paths(made.root)
-        start = reports.read_metrics(paths.metrics_json)
+        start = reports.read_metrics(paths)
         # Parsed here (an unknown key stops the run); validated once, by ingest, as DVC runs it.
         requested = parse_raw_params(
             read_params_text(made.root / DEFAULT_PARAMS_PATH), _params_source(rev), overrides
@@ -115,10 +120,11 @@ def fashion_pipeline(
         outcomes, experiment, _ = reproduce_in(made.root, requested)
         if experiment and project:
             workspace.share_experiment(made.root, experiment, project)
+        pushed = None
         if push:
             git_remote = source or (workspace.git_remote_url(project) if project else None)
-            workspace.push_results(made.root, experiment, git_remote, logger)
-        publish_artifacts(paths, start, experiment, made.commit, project)
+            pushed = workspace.push_results(made.root, experiment, git_remote, logger)
+        publish_artifacts(paths, start, experiment, made.commit, project, pushed)
     logger.info("stages: %s", ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()))
     if apply and experiment:
         workspace.apply_experiment(project, experiment, started_as)
@@ -226,15 +232,23 @@ def publish_artifacts(
     experiment: str | None,
     commit: str,
     project: Path | None = None,
+    pushed: workspace.Pushed | None = None,
 ) -> None:
     """The metrics table (against the commit the run started from, and against the seed spread of
-    its configuration where ``project``'s experiments know one), the per-class scores and the
-    figures, in the Prefect UI."""
-    metrics = reports.read_metrics(paths.metrics_json)
+    its configuration where ``project``'s experiments know one) with what the push sent where
+    (``pushed``), the per-class scores and the figures, in the Prefect UI."""
+    metrics = reports.read_metrics(paths)
     this_run, spread = reports.seed_spread(paths.root, project)
     create_markdown_artifact(
         reports.metrics_markdown(
-            metrics, start, experiment, f"Commit {commit[:7]}", spread=spread, this_run=this_run
+            metrics,
+            start,
+            experiment,
+            f"Commit {commit[:7]}",
+            spread=spread,
+            this_run=this_run,
+            pushed=pushed.sent if pushed else (),
+            warnings=[pushed.warning] if pushed and pushed.warning else (),
         ),
         key=METRICS_ARTIFACT,
         description="Validation and test accuracy and loss, against the commit the run started from",

@@ -22,16 +22,20 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pipeline.core.logs import Progress
 from pipeline.core.paths import Paths
 from pipeline.review import seed_groups
-from pipeline.review.metrics import metric_rows
+from pipeline.review.metrics import metric_rows, run_metrics
 from pipeline.review.seed_groups import Run, compare_groups, seeds_line
 from pipeline.review.tables import group_table, metric_table
 
 log = logging.getLogger(__name__)
 
 
-def read_metrics(path: Path) -> dict[str, Any] | None:
-    """The evaluate stage's ``metrics.json``, or None before the first run."""
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_metrics(paths: Paths) -> dict[str, Any] | None:
+    """The run's metrics (evaluate's ``test.*``, train's kept epoch), or None before the first run."""
+    if not paths.metrics_json.is_file():
+        return None
+    trained = paths.train_metrics_json
+    kept_epoch = json.loads(trained.read_text()) if trained.is_file() else None
+    return run_metrics(json.loads(paths.metrics_json.read_text()), kept_epoch)
 
 
 def metrics_markdown(
@@ -41,10 +45,13 @@ def metrics_markdown(
     start_name: str = "Start",
     spread: Sequence[Run] = (),
     this_run: Run | None = None,
+    pushed: Sequence[str] = (),
+    warnings: Sequence[str] = (),
 ) -> str:
     """Every scalar metric: the commit the run started from (``start_name``), this run and the
-    change (the review report's table); then, where ``spread`` holds two or more other seeds of this
-    run's configuration, this run against their spread."""
+    change (the review report's table); what the run's push sent where (``pushed``); then, where
+    ``spread`` holds two or more other seeds of this run's configuration, this run against their
+    spread. ``warnings`` (a push that left data behind) come first, as the review report's do."""
     rows = metric_rows(start or {}, current)
     table = "\n".join(metric_table(rows, old=start_name, new="This run"))
     recorded = (
@@ -52,6 +59,9 @@ def metrics_markdown(
         if experiment
         else ""
     )
+    if pushed:
+        recorded += "\n\nPushed: " + "; ".join(pushed) + "."
+    warned = "".join(f"> **Warning:** {warning}\n\n" for warning in warnings)
     against = ""
     if this_run is not None and len(spread) >= 2:
         comparisons = compare_groups(spread, [this_run])
@@ -59,9 +69,10 @@ def metrics_markdown(
             f"\n\n### Against its configuration's seed spread\n\n{len(spread)} other seeds of the same "
             f"code, data and params: {seeds_line(spread)}.\n\n"
             + "\n".join(group_table(comparisons, old="Seed spread", new="This run"))
-            + "\n\nWithin seed noise: inside the spread's 95% prediction interval for one run."
+            + "\n\nThe verdict is *within seed noise* inside the spread's 95% prediction interval for "
+            "one run, *better* or *worse* outside it."
         )
-    return "## Fashion-MNIST metrics\n\n" + table + recorded + against + "\n"
+    return "## Fashion-MNIST metrics\n\n" + warned + table + recorded + against + "\n"
 
 
 def seed_spread(root: Path, project: Path | None) -> tuple[Run | None, list[Run]]:

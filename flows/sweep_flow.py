@@ -136,12 +136,27 @@ def check_workers(dask_address: str, api_url: str, project: Path | None) -> int:
 
 @task(name="shared-stages", **_TASK)
 def run_shared_stages(
-    source: str, commit: str, changes: str | None, swept: list[str], share_with: str | None, prefix: str
+    source: str,
+    commit: str,
+    changes: str | None,
+    swept: list[str],
+    share_with: str | None,
+    prefix: str,
+    needs_remote: tuple[str, str] | None = None,
 ) -> str:
-    """Run the stages that no swept param reaches, once; the ``dvc.lock`` every trial starts from."""
+    """Run the stages that no swept param reaches, once; the ``dvc.lock`` every trial starts from.
+
+    ``needs_remote`` (why, and what to do instead): the trials' results must leave their workspaces
+    through a DVC remote, so a commit without one fails here, before any stage or trial runs."""
     log = get_run_logger()
     with workspace.isolated(
-        source, commit, name=f"{prefix}-shared", log=log, changes=changes, share_with=_path(share_with)
+        source,
+        commit,
+        name=f"{prefix}-shared",
+        log=log,
+        changes=changes,
+        share_with=_path(share_with),
+        needs_remote=needs_remote,
     ) as made:
         stages = stages_independent_of(made.root, swept)
         log.info("run once for every trial: %s", ", ".join(stages) or "no stage")
@@ -204,7 +219,7 @@ def run_trial(
             "overrides": overrides,
             "experiment": result.experiment,
             "stages": result.outcomes,
-            "metrics": reports.read_metrics(Paths(made.root).metrics_json),
+            "metrics": reports.read_metrics(Paths(made.root)),
             "classes": reports.class_f1(Paths(made.root).per_class_json),
             "train_seconds": result.seconds.get("train"),
         }
@@ -273,13 +288,18 @@ def run_trials(
     push_to: str | None,
     prefix: str,
     sweep_run: str,
+    needs_remote: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The shared stages once, then every trial on the task runner; each trial's result or error."""
+    """The shared stages once, then every trial on the task runner; each trial's result or error.
+    ``needs_remote``: why the trials need a DVC remote, and what to do instead (see
+    :func:`run_shared_stages`)."""
     swept = sorted({key for overrides in trials for key in overrides})
     futures: list[PrefectFuture] = []
     sweep_runs = [sweep_run, str(flow_run.id)]
     with _cancelled_if_interrupted(futures, prefix, _path(share_with)):
-        futures.append(run_shared_stages.submit(source, commit, changes, swept, share_with, prefix))
+        futures.append(
+            run_shared_stages.submit(source, commit, changes, swept, share_with, prefix, needs_remote)
+        )
         start_lock = futures[0].result()
         futures += [
             run_trial.with_options(task_run_name=f"trial {number}").submit(
@@ -327,44 +347,26 @@ def fashion_sweep(
     ``dask_address``: a running Dask scheduler instead; ``in_process``: no Dask, one trial after
     another. ``source``: the git URL workers clone from and push to, for workers without this
     checkout. ``apply_best``: ``dvc exp apply`` the best trial to the checkout. ``push``: push the
-    trials' data and experiments to the DVC remote and the checkout's git ``origin``.
+    trials' data and experiments to the DVC remote and the checkout's git ``origin``. With ``push``
+    or ``source``, a commit without a DVC remote fails the sweep before any trial.
     """
     logger = get_run_logger()
     project = Path(project_dir).resolve()
-    trials = [{**(overrides or {}), **trial} for trial in trial_overrides(grid)]
-    changes, commit, base = starting_point(project, rev, source)
-    for number, overrides in enumerate(trials, start=1):  # every trial's params, before anything runs
-        try:
-            validate_params(parse_raw_params(base, f"trial {number}", overrides), source=f"trial {number}")
-        except ParamsError as exc:
-            raise SweepError(f"{exc} ({_describe(overrides)})") from None
-    logger.info("%d trials of commit %s: %s", len(trials), commit[:7], " | ".join(map(_describe, trials)))
-
-    share_with = None if source else str(project)
-    push_to = source or (workspace.git_remote_url(project) if push else None)
-    with get_client(sync_client=True) as client:
-        api_url = str(client.api_url)
-    if dask_address:
-        count = check_workers(dask_address, api_url, _path(share_with))
-        logger.info("%d Dask worker(s) at %s can run trials", count, dask_address)
-    runner = task_runner(workers, dask_address, in_process, api_url)
-    results = run_trials.with_options(task_runner=runner)(
-        trials,
-        source or str(project),
-        commit,
-        changes,
-        share_with,
-        push_to,
-        flow_run.name or "sweep",
-        str(flow_run.id),
+    results = run_grid(
+        grid,
+        overrides,
+        workers=workers,
+        dask_address=dask_address,
+        in_process=in_process,
+        rev=rev,
+        source=source,
+        push=push,
+        project=project,
     )
     ranked = rank(results)
     succeeded = [result for result in ranked if "error" not in result]
-    if source and succeeded:  # as `dvc exp pull`: their refs, and their outputs from the DVC remote
-        with workspace.open_repo(project) as repo:
-            repo.experiments.pull(source, [result["experiment"] for result in succeeded], pull_cache=True)
     create_table_artifact(
-        ranking_table(ranked, varied_keys(trials)),
+        ranking_table(ranked, varied_keys([result["overrides"] for result in results])),
         key=SWEEP_ARTIFACT,
         description="The sweep's trials, best validation accuracy first",
     )
@@ -381,13 +383,78 @@ def fashion_sweep(
             with workspace.open_repo(project) as repo:
                 repo.experiments.apply(best["experiment"])
             logger.info("applied %s to %s: review it, then commit", best["experiment"], project)
-    failed = [result for result in ranked if "error" in result]
+    raise_failed(ranked)
+    return ranked
+
+
+def run_grid(
+    grid: list[str],
+    overrides: dict[str, Any] | None,
+    *,
+    workers: int | None,
+    dask_address: str | None,
+    in_process: bool,
+    rev: str | None,
+    source: str | None,
+    push: bool,
+    project: Path,
+) -> list[dict[str, Any]]:
+    """Every combination of ``grid``, with ``overrides``, as a trial (every trial's params validated
+    first) on the task runner; each trial's result or error, in trial order, its experiment in the
+    project. Inside a flow: what :func:`fashion_sweep` ranks and
+    :func:`flows.seeds_flow.fashion_seeds` summarizes (the arguments are the sweep's)."""
+    logger = get_run_logger()
+    trials = [{**(overrides or {}), **trial} for trial in trial_overrides(grid)]
+    changes, commit, base = starting_point(project, rev, source)
+    for number, trial in enumerate(trials, start=1):  # every trial's params, before anything runs
+        try:
+            validate_params(parse_raw_params(base, f"trial {number}", trial), source=f"trial {number}")
+        except ParamsError as exc:
+            raise SweepError(f"{exc} ({_describe(trial)})") from None
+    logger.info("%d trials of commit %s: %s", len(trials), commit[:7], " | ".join(map(_describe, trials)))
+
+    share_with = None if source else str(project)
+    push_to = source or (workspace.git_remote_url(project) if push else None)
+    # The trials' data leaves their workspaces only through a DVC remote: checked before any trial.
+    if source:
+        needs_remote = (
+            f"source {source}: the trials send their results back through the git and DVC remotes",
+            "run without source, on workers that share this checkout",
+        )
+    else:
+        needs_remote = ("push=True", "run with push=False") if push else None
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url)
+    if dask_address:
+        count = check_workers(dask_address, api_url, _path(share_with))
+        logger.info("%d Dask worker(s) at %s can run trials", count, dask_address)
+    runner = task_runner(workers, dask_address, in_process, api_url)
+    results = run_trials.with_options(task_runner=runner)(
+        trials,
+        source or str(project),
+        commit,
+        changes,
+        share_with,
+        push_to,
+        flow_run.name or "sweep",
+        str(flow_run.id),
+        needs_remote,
+    )
+    succeeded = [result for result in results if "error" not in result]
+    if source and succeeded:  # as `dvc exp pull`: their refs, and their outputs from the DVC remote
+        with workspace.open_repo(project) as repo:
+            repo.experiments.pull(source, [result["experiment"] for result in succeeded], pull_cache=True)
+    return results
+
+
+def raise_failed(results: list[dict[str, Any]]) -> None:
+    """:class:`SweepError` naming each failed trial and its error, where any failed."""
+    failed = [result for result in results if "error" in result]
     if failed:
         raise SweepError(
-            f"{len(failed)} of {len(ranked)} trials failed: "
+            f"{len(failed)} of {len(results)} trials failed: "
             + "; ".join(f"trial {r['trial']} ({_describe(r['overrides'])}): {r['error']}" for r in failed)
         )
-    return ranked
 
 
 def starting_point(project: Path, rev: str | None, source: str | None) -> tuple[str | None, str, str]:

@@ -10,7 +10,9 @@
   it, so a worker fetches each file once. Outputs are linked from the cache, never copied; what the
   cache lacks is pulled from the DVC remote the commit configures, or rebuilt.
 - **Recorded as a DVC experiment** (``dvc exp save``), pushed into the project's git refs where
-  ``dvc exp show`` and ``dvc exp apply`` find it; to the git and DVC remotes only when asked.
+  ``dvc exp show`` and ``dvc exp apply`` find it; to the git and DVC remotes only when asked. A push
+  asked for where no DVC remote is set is refused before anything runs (:func:`require_dvc_remote`):
+  only the git ref could leave, the data and models would stay in this machine's cache.
 - **Nothing lost, nothing left.** A workspace whose result could not be pushed is kept, with the
   commands that push it later. Each workspace is claimed by its process with a file lock, so the
   next run on a machine removes the workspaces of runs that died (their lock is free).
@@ -51,6 +53,18 @@ class WorkspaceError(RuntimeError):
 
 class PushFailed(WorkspaceError):
     """The run is recorded, but its result could not be pushed: its workspace is kept."""
+
+
+class NoDvcRemote(WorkspaceError):
+    """A push is asked for, but no DVC remote is set: the data could not leave this machine."""
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What a push sent where, one phrase each, and what it could not send (with the fix)."""
+
+    sent: tuple[str, ...] = ()
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,7 @@ def isolated(
     share_with: Path | None = None,
     start_lock: str | None = None,
     keep_on_failure: bool = False,
+    needs_remote: tuple[str, str] | None = None,
 ) -> Iterator[Workspace]:
     """A fresh clone of commit ``rev`` of ``source`` (a path or git URL), removed afterwards.
 
@@ -130,7 +145,9 @@ def isolated(
     ``rev``, uncommitted. ``share_with``: the project on this machine whose DVC cache and local config
     the workspace uses. ``start_lock``: a ``dvc.lock`` to start from instead of the commit's (the
     stages a sweep ran once for all its trials). A failed run's workspace is kept when
-    ``keep_on_failure`` asks, for debugging; one whose push failed always is.
+    ``keep_on_failure`` asks, for debugging; one whose push failed always is. ``needs_remote``
+    (what asks for a push, and what to do instead): the run's data must leave through a DVC remote,
+    so :class:`NoDvcRemote` where the workspace has none, before its outputs are even checked out.
     """
     parent = runs_dir(share_with)
     parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +163,8 @@ def isolated(
                 _git("restore", f"--source={changes}", "--worktree", "--", ":/", cwd=root)
             _give_git_identity(root)
             _set_up_dvc(root, share_with)
+            if needs_remote:
+                require_dvc_remote(root, *needs_remote)
             if start_lock is not None:
                 (root / "dvc.lock").write_text(start_lock)
             _check_out_outputs(root, log)
@@ -256,6 +275,43 @@ def _check_out_outputs(root: Path, log: Logger) -> None:
             log.info("not in %s, so their stages rebuild them: %s", where, ", ".join(missing))
 
 
+def _cached_outputs(repo: Repo) -> list[str]:
+    """The outputs DVC keeps in its cache (data and models): what only a DVC remote carries away."""
+    return sorted(out.def_path for out in repo.index.outs if out.use_cache)
+
+
+def data_left_behind(outputs: list[str], cache_dir: str | None, verb: str = "stay") -> str:
+    """``<outputs> stay in this machine's DVC cache (<dir>)``: what a push without a DVC remote leaves."""
+    where = f" ({cache_dir})" if cache_dir else ""
+    return f"{', '.join(outputs) or 'the outputs'} {verb} in this machine's DVC cache{where}"
+
+
+ADD_A_REMOTE = (
+    "set a default DVC remote and commit it: `dvc remote add -d storage <url>` (a directory, "
+    "s3://bucket/path), then `git commit .dvc/config`"
+)
+
+
+def no_remote_message(asked: str, outputs: list[str], cache_dir: str | None, instead: str) -> str:
+    """The one line that refuses a push without a DVC remote, before anything runs."""
+    return (
+        f"{asked}: no DVC remote is set, so {data_left_behind(outputs, cache_dir, 'would stay')} "
+        f"and only the run's git ref would leave; nothing was run. To push, {ADD_A_REMOTE}; or {instead}"
+    )
+
+
+def require_dvc_remote(root: Path, asked: str = "push", instead: str = "run without push") -> str:
+    """The default DVC remote of the project or workspace at ``root`` (its ``.dvc/config``, local
+    config, the user's and the system's); :class:`NoDvcRemote`, in one line naming what would stay
+    behind and how to set one, where there is none. Called before any stage runs."""
+    with open_repo(root) as repo:
+        remote = repo.config["core"].get("remote")
+        if remote:
+            return remote
+        outputs, cache_dir = _cached_outputs(repo), repo.cache.local_cache_dir
+    raise NoDvcRemote(no_remote_message(asked, outputs, cache_dir, instead))
+
+
 def _missing_outputs(repo: Repo) -> list[str]:
     outs = repo.index.outs
     return sorted(out.def_path for out in outs if out.use_cache and out.hash_info and not out.exists)
@@ -288,21 +344,28 @@ def share_experiment(root: Path, experiment: str, project: Path) -> None:
         _push_experiment(repo, str(project), experiment)
 
 
-def push_results(root: Path, experiment: str | None, git_remote: str | None, log: Logger) -> None:
-    """``dvc push`` (outputs and run cache) to the default DVC remote, if one is set, and ``dvc exp
-    push`` of ``experiment`` to ``git_remote``; :class:`PushFailed`, with the commands that finish the
-    job, if either fails for any reason."""
+def push_results(root: Path, experiment: str | None, git_remote: str | None, log: Logger) -> Pushed:
+    """``dvc push`` (outputs and run cache) to the default DVC remote, and ``dvc exp push`` of
+    ``experiment`` to ``git_remote``; what went where. :class:`PushFailed`, with the commands that
+    finish the job, if either fails for any reason.
+
+    Without a DVC remote only the git ref can go: that is logged as a WARNING naming the outputs
+    left in this machine's cache and how to push them, and returned as :attr:`Pushed.warning`. The
+    flows refuse such a push before they run anything (:func:`require_dvc_remote`)."""
     with open_repo(root) as repo:
         remote = repo.config["core"].get("remote")
+        sent = []
         try:
             if remote:
                 # The run cache too: a workspace without this cache restores from it what git
                 # does not carry (a stage's cache: false outputs) instead of running the stage.
                 pushed = repo.push(run_cache=True)
                 log.info("dvc push: %d new file(s) to DVC remote %r", pushed, remote)
+                sent.append(f"data, models and run cache to DVC remote `{remote}` ({pushed} new file(s))")
             if experiment and git_remote:
                 _push_experiment(repo, git_remote, experiment)
                 log.info("dvc exp push: experiment %s to %s", experiment, git_remote)
+                sent.append(f"experiment `{experiment}` to git remote `{git_remote}`")
         except Exception as exc:  # noqa: BLE001  (storage libraries raise their own errors, not DVC's)
             commands = [
                 *(["dvc push --run-cache"] if remote else []),
@@ -313,6 +376,21 @@ def push_results(root: Path, experiment: str | None, git_remote: str | None, log
                 + (f" as experiment {experiment}" if experiment else "")
                 + f"; push it once the remote is reachable: cd {root} && {' && '.join(commands)}"
             ) from None
+        if remote:
+            return Pushed(tuple(sent))
+        outputs, cache_dir = _cached_outputs(repo), repo.cache.local_cache_dir
+    went = f"; experiment {experiment} went to {git_remote} without them" if sent else ""
+    then = (
+        f"`dvc exp push {git_remote} {experiment}` (it pushes the data too)"
+        if sent
+        else "`dvc push --run-cache`"
+    )
+    warning = (
+        f"no DVC remote is set, so dvc push sent nothing: {data_left_behind(outputs, cache_dir)}{went}. "
+        f"To push them, {ADD_A_REMOTE}; then, in a checkout on that cache, {then}"
+    )
+    log.warning("%s", warning)
+    return Pushed(tuple(sent), warning)
 
 
 def _push_experiment(repo: Repo, git_remote: str, experiment: str) -> None:

@@ -175,7 +175,6 @@ def processed(root: Path, source: SyntheticSource) -> Paths:
 def tiny_params() -> dict:
     """The repository's params.yaml with a small, fast model."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["ingest"]["retries"] = 0
     params["train"]["model"]["dense"]["hidden_units"] = [16]
     params["train"]["epochs"] = 3
     params["train"]["batch_size"] = 32
@@ -507,7 +506,7 @@ def stage_outputs(project: Path) -> list[Path]:
         paths.samples_png,
         paths.class_counts_csv,
         paths.train_live_dir / "metrics.json",
-        paths.train_live_dir / "plots/metrics/eval/loss.tsv",
+        paths.train_live_dir / "plots/metrics/val/loss.tsv",
         paths.loss_png,
         paths.accuracy_png,
         paths.metrics_json,

@@ -149,3 +149,28 @@ def test_plots_from_a_subfolder_draw_the_projects_plots(reproduced: Path) -> Non
     elsewhere = pipeline_cli("plots", "show", "--out", "here", cwd=reproduced / "reports")
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert (reproduced / "reports" / "here" / "index.html").read_bytes() == from_root
+
+
+@pytest.mark.integration
+def test_validate_and_predict_from_a_subfolder_use_the_projects_files(reproduced: Path) -> None:
+    """As the other commands: the project's params.yaml, dataset spec and model from any folder below
+    its root; the paths a user gives (inputs, --model, --params) still name files from that folder."""
+    from PIL import Image
+
+    data, deeper = reproduced / "data", reproduced / "reports" / "evaluate"
+    valid = pipeline_cli("validate", cwd=deeper)
+    assert valid.returncode == 0, valid.stderr
+    assert "../../params.yaml and ../../datasets/fashion-mnist.yaml are valid" in valid.stderr
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    params["train"]["epochs"] = 0
+    (data / "mine.yaml").write_text(yaml.safe_dump(params))
+    mine = pipeline_cli("validate", "--params", "mine.yaml", cwd=data)  # data/mine.yaml, not the root's
+    assert mine.returncode == 1 and "mine.yaml" in mine.stderr and "train.epochs" in mine.stderr, mine.stderr
+
+    Image.new("L", (28, 28)).save(data / "a.png")
+    predicted = pipeline_cli("predict", "a.png", cwd=data)
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.startswith("a.png\t") and predicted.stdout.count("\n") == 1
+    explicit = pipeline_cli("predict", "a.png", "--model", "../models/model.keras", cwd=data)
+    assert explicit.returncode == 0, explicit.stderr
+    assert explicit.stdout == predicted.stdout

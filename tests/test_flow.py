@@ -154,7 +154,7 @@ def stage_running(project: Path, stage: str) -> bool:
 
 
 def history_epochs(project: Path) -> int:
-    return len((Paths(project).train_live_dir / "plots/metrics/eval/loss.tsv").read_text().splitlines()) - 1
+    return len((Paths(project).train_live_dir / "plots/metrics/val/loss.tsv").read_text().splitlines()) - 1
 
 
 def locked_epochs(project: Path) -> int:
@@ -412,3 +412,42 @@ def test_a_run_of_an_unknown_revision_fails_before_any_work(project: Path, prefe
     assert state.is_failed()
     assert "'no-such-branch' is not a commit" in state.message
     assert workspaces(project) == []
+
+
+def test_a_push_without_a_dvc_remote_fails_before_any_stage_runs(
+    project: Path, prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nightly's parameters (a git source, no checkout, push) where no DVC remote is set: the
+    model could only stay in the worker's own cache, so the run fails first, in one line."""
+    home = tmp_path / "worker-home"
+    monkeypatch.setenv("FASHION_PIPELINE_HOME", str(home))  # the worker's cache and workspaces
+    state = fashion_pipeline(source=str(project), push=True, project_dir=None, return_state=True)
+    assert state.is_failed()
+    message = " ".join(state.message.split())
+    assert (
+        "push=True: no DVC remote is set, so data/processed, data/raw, models/best-model.h5, "
+        f"models/model.keras would stay in this machine's DVC cache ({home / 'dvc-cache'}) and only "
+        "the run's git ref would leave; nothing was run." in message
+    )
+    assert "`dvc remote add -d storage <url>`" in message and "or run with push=False" in message
+    assert task_states(state) == {}  # no stage ran
+    assert "rebuild" not in log_messages(state)  # nor is one said to
+    assert [path for path in (home / "runs").iterdir() if path.is_dir()] == []
+    assert experiments(project) == {}
+
+
+def test_a_pushed_runs_metrics_artifact_says_what_went_where(reproduced: Path, prefect_api: str) -> None:
+    remote = reproduced.parent / "dvc-remote"
+    dvc("remote", "add", "-d", "storage", str(remote), cwd=reproduced)
+    origin = reproduced.parent / "origin.git"
+    run("git", "init", "-q", "--bare", str(origin), cwd=reproduced.parent)
+    run("git", "remote", "add", "origin", str(origin), cwd=reproduced)
+    state = run_flow(reproduced, overrides={"review.seeds": 4}, push=True)  # reruns ingest alone
+    assert state.is_completed(), state.message
+    experiment = state.result()["experiment"]
+    shown = artifact(state, METRICS_ARTIFACT)
+    assert "**Warning:**" not in shown
+    pushed = next(line for line in shown.splitlines() if line.startswith("Pushed: "))
+    assert pushed.startswith("Pushed: data, models and run cache to DVC remote `storage` (")
+    assert pushed.endswith(f"; experiment `{experiment}` to git remote `{origin}`.")
+    assert any(remote.rglob("*")) and run("git", "ls-remote", str(origin), cwd=reproduced).stdout

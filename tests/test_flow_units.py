@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, unshare_works
+from conftest import REPO_ROOT, dvc, unshare_works
 from pipeline.core.params import ParamsError, read_raw_params
 
 
@@ -225,3 +225,100 @@ def test_tracked_files_rewritten_with_the_same_bytes_are_no_change(tmp_path: Pat
     assert uncommitted_changes(tmp_path) is None
     tracked.write_text("schema: '2.0'\nstages: {}\n")
     assert uncommitted_changes(tmp_path)  # a real change still makes a commit
+
+
+# --- pushing without a DVC remote (issue 33) ------------------------------------------------------
+
+EVERY_CACHED_OUTPUT = "data/processed, data/raw, models/best-model.h5, models/model.keras"
+
+
+def test_the_refusal_of_a_push_without_a_remote_names_what_stays_and_the_fix() -> None:
+    from flows.workspace import no_remote_message
+
+    message = no_remote_message("push=True", ["data/raw", "models"], "/cache", "run with push=False")
+    assert message == (
+        "push=True: no DVC remote is set, so data/raw, models would stay in this machine's DVC cache "
+        "(/cache) and only the run's git ref would leave; nothing was run. To push, set a default DVC "
+        "remote and commit it: `dvc remote add -d storage <url>` (a directory, s3://bucket/path), then "
+        "`git commit .dvc/config`; or run with push=False"
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "seeds"])
+def test_push_without_a_dvc_remote_is_one_line_and_exit_2_before_any_server_starts(
+    project: Path, command: str
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    started = time.monotonic()
+    arguments = [sys.executable, "-m", "flows", command, "--push"]
+    result = subprocess.run(arguments, cwd=project, env=env, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"python -m flows {command}: error: --push: no DVC remote is set, so ")
+    assert EVERY_CACHED_OUTPUT in result.stderr and "`dvc remote add -d storage <url>`" in result.stderr
+    assert "or run without --push" in result.stderr
+    assert "Traceback" not in result.stderr and "temporary Prefect server" not in result.stderr
+    assert time.monotonic() - started < 15
+    assert not (project / ".dvc" / "tmp" / "fashion-runs").exists()  # no workspace was made
+
+
+@pytest.mark.integration  # the session's reproduced project: a run to record
+def test_a_push_without_a_dvc_remote_sends_the_git_ref_and_warns_what_stayed_behind(
+    reproduced: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What :func:`flows.workspace.push_results` does where no caller checked for a remote first."""
+    import logging
+
+    from flows import reports, workspace
+
+    project = reproduced
+    experiment = workspace.record_experiment(project, "a run")
+    target = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(target)], check=True)
+    with caplog.at_level(logging.WARNING, logger="test-push"):
+        pushed = workspace.push_results(project, experiment, str(target), logging.getLogger("test-push"))
+    assert pushed.sent == (f"experiment `{experiment}` to git remote `{target}`",)
+    assert pushed.warning is not None
+    assert pushed.warning.startswith(f"no DVC remote is set, so dvc push sent nothing: {EVERY_CACHED_OUTPUT}")
+    assert f"experiment {experiment} went to {target} without them" in pushed.warning
+    assert "`dvc remote add -d storage <url>`" in pushed.warning
+    assert f"`dvc exp push {target} {experiment}`" in pushed.warning
+    assert [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING] == [
+        pushed.warning
+    ]
+    refs = subprocess.run(["git", "for-each-ref", "refs/exps"], cwd=target, capture_output=True, text=True)
+    assert refs.stdout.strip().endswith(f"/{experiment}")
+
+    # The run's metrics artifact: the warning before the table, what went where after it.
+    shown = reports.metrics_markdown(
+        {"score": 0.5}, None, experiment, pushed=pushed.sent, warnings=[pushed.warning]
+    )
+    assert shown.index(f"> **Warning:** {pushed.warning}") < shown.index("| Metric |")
+    assert f"Pushed: experiment `{experiment}` to git remote `{target}`." in shown
+
+
+def test_a_seed_groups_summary_is_its_mean_and_spread_never_a_best_seed() -> None:
+    from flows.seeds_flow import group_summary, summary_lines
+
+    def result(seed: int, score: float) -> dict:
+        return {
+            "overrides": {"train.seed": str(seed)},
+            "metrics": {"score": {"up": score}, "step": 3},
+            "classes": {"Bag": score},
+        }
+
+    summary = group_summary([result(42, 0.80), result(43, 0.82), result(44, 0.81)])
+    assert summary_lines(summary) == ["score.up over 3 seeds: 0.8100 ± 0.0100 (0.8000–0.8200)"]
+    assert summary_lines(group_summary([result(42, 0.80)])) == ["score.up over 1 seed: 0.8000"]
+
+
+@pytest.mark.integration  # dvc repro of the session's reproduced project
+def test_dvc_repro_hints_dvc_push_after_any_stage_ran_even_without_a_remote(reproduced: Path) -> None:
+    """DVC's own line, as docs/operations.md describes it: no setting turns it off (only ``-q``)."""
+    hint = "Use `dvc push` to send your updates to remote storage."
+    assert dvc("remote", "list", cwd=reproduced).stdout.strip() == ""
+    nothing_ran = dvc("repro", cwd=reproduced)
+    assert "Data and pipelines are up to date." in nothing_ran.stdout and hint not in nothing_ran.stdout
+    ran = dvc("repro", "--force", "--single-item", "ingest", cwd=reproduced)
+    assert hint in ran.stdout, ran.stdout
+    assert hint not in dvc("repro", "-q", "--force", "--single-item", "ingest", cwd=reproduced).stdout

@@ -280,6 +280,20 @@ def check_stage_save(root: Path) -> None:
     assert "stage_cache.save" in inspect.getsource(Stage.save), "Stage.save no longer fills the run cache"
 
 
+def check_output_commit(root: Path) -> None:
+    from dvc.output import Output
+
+    _takes(Output.commit, "relink")
+    assert "self.use_cache = " in inspect.getsource(Output.__init__)
+
+
+def check_transfer_log(root: Path) -> None:
+    import dvc_data.hashfile.transfer as transfer
+
+    source = inspect.getsource(transfer)
+    assert "getLogger(__name__)" in source and "exc_info" in source, "its failed copies are no longer logged"
+
+
 def check_experiments_save(root: Path) -> None:
     from dvc.repo.experiments.save import save
 
@@ -546,6 +560,20 @@ INTERNALS = [
         "dvc",
         r"\bdvc_stage\.save\(\)",
         check_stage_save,
+    ),
+    Internal(
+        "output-commit",
+        "out.commit(relink=False), out.use_cache (copy a stage's outputs to the cache)",
+        "dvc",
+        r"\bout\.commit\(relink=False\)",
+        check_output_commit,
+    ),
+    Internal(
+        "transfer-log",
+        "the dvc_data.hashfile.transfer logger's records of failed copies (with exc_info)",
+        "dvc-data",
+        r"dvc_data\.hashfile\.transfer",
+        check_transfer_log,
     ),
     Internal(
         "experiments-save",

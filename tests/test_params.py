@@ -59,7 +59,7 @@ def test_repository_params_reproduce_the_tutorials_best_run() -> None:
     ],
 )
 def test_invalid_value_names_the_key(tmp_path, raw_params, section, key, value, expected) -> None:
-    raw_params[section][key] = value
+    raw_params.setdefault(section, {})[key] = value
     with pytest.raises(ParamsError, match=expected):
         load_params(write(tmp_path, raw_params))
 
@@ -115,7 +115,7 @@ def test_dataset_spec_checksums_must_cover_exactly_the_four_files(tmp_path) -> N
 
 def test_dataset_values_are_not_params(raw_params) -> None:
     """Sources and checksums live in the dataset spec, so `dvc exp show` shows what users vary."""
-    raw_params["ingest"]["sources"] = ["/srv/fashion"]
+    raw_params["ingest"] = {"sources": ["/srv/fashion"]}
     with pytest.raises(ParamsError, match="ingest.sources: unknown key"):
         validate_params(raw_params)
 
@@ -178,7 +178,7 @@ def test_an_odd_override_is_one_clear_error_and_never_executed(value: str, messa
 def test_values_that_can_only_be_mistakes_are_rejected(
     tmp_path, raw_params, section, key, value, expected
 ) -> None:
-    raw_params[section][key] = value
+    raw_params.setdefault(section, {})[key] = value
     with pytest.raises(ParamsError, match=expected):
         load_params(write(tmp_path, raw_params))
 
@@ -232,6 +232,7 @@ def test_each_preset_is_valid_and_its_dvc_command_sets_the_same_values(preset: P
     command = next(line for line in preset.read_text().splitlines() if "dvc exp run" in line)
     words = shlex.split(command.lstrip("# "))  # as the shell reads the line
     pairs = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S")
+    pairs = {key.removeprefix("++"): value for key, value in pairs.items()}  # `++`: add the key
     assert load_params(REPO_ROOT / "params.yaml", pairs) == from_file
 
 
@@ -241,9 +242,11 @@ def test_the_params_reference_is_generated_from_the_schema() -> None:
 
     expected = markdown(read_raw_params(REPO_ROOT / "params.yaml"))
     assert (REPO_ROOT / "docs/params.md").read_text() == expected, "run `python -m pipeline params-doc`"
-    keys = set(leaf_values(read_raw_params(REPO_ROOT / "params.yaml")))
+    in_file = set(leaf_values(read_raw_params(REPO_ROOT / "params.yaml")))
     documented = {line.split("`")[1] for line in expected.splitlines() if line.startswith("| `")}
-    assert documented == keys
+    assert (
+        in_file < documented and {"train.model.cnn.filters", "review.seeds", "ingest.max_mib"} <= documented
+    )
     assert "|  |" not in expected  # no key without a description
 
 

@@ -150,12 +150,12 @@ def test_plots_page_draws_every_plot_in_chromium(project: Path, browser: Any, tm
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
 
-    # Both revisions; DVC's own templates: steps (epochs from 0) on the x axes, every class on the
-    # confusion matrix's (in DVC's alphabetical order, where the PNG keeps label order).
+    # Both revisions; DVC's own templates: steps (epochs from 1, as in the PNGs) on the x axes, every
+    # class on the confusion matrix's (in DVC's alphabetical order, where the PNG keeps label order).
     assert "HEAD" in html and "workspace" in html
     for plot in ("Loss_per_epoch", "Accuracy_per_epoch"):
         (ticks,) = [labels for description, labels in state["axes"][plot] if description.startswith("X-axis")]
-        assert ticks and all(float(tick) >= 0 for tick in ticks), ticks
+        assert ticks and min(float(tick) for tick in ticks) >= 1, ticks
     matrix = dict(state["axes"]["Confusion_matrix__test_set_"])
     (actual,) = [labels for description, labels in matrix.items() if description.startswith("Y-axis")]
     assert sorted(actual) == sorted(CLASS_NAMES)

@@ -4,9 +4,11 @@ synthetic images (a bright band whose row depends on the class)."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -239,6 +241,33 @@ def test_json_lines(tmp_path, trained, test_split, capsys) -> None:
         assert len(record["top_k"]) == 3 and set(record["top_k"][0]) == {"class", "probability"}
 
 
+class Terminal(io.StringIO):
+    """What a person's terminal receives (``isatty``), kept to read back."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_many_inputs_show_a_progress_bar_on_a_terminal_and_the_same_lines(
+    tmp_path, trained, test_split, capsys, monkeypatch
+) -> None:
+    count = predict_command.PROGRESS_FROM_FILES
+    (folder := tmp_path / "many").mkdir()
+    inputs = []
+    for index in range(count):
+        inputs.append(folder / f"{index}.npy")
+        np.save(inputs[-1], test_split.x[index])
+    assert predict(inputs, trained.keras_model, top_k=1, as_json=False) == 0
+    plain = capsys.readouterr()
+    assert "reading" not in plain.err  # not a terminal: no bar
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert predict(inputs, trained.keras_model, top_k=1, as_json=False) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr().out == plain.out and len(plain.out.splitlines()) == count
+    assert "reading" in terminal.getvalue() and "file" in terminal.getvalue()
+
+
 def test_read_inputs_tells_formats_by_content(tmp_path, test_split) -> None:
     disguised = tmp_path / "looks-like.png"
     np.save(tmp_path / "x.npy", test_split.x[:2])
@@ -261,7 +290,9 @@ def test_a_bad_model_file_is_one_line(tmp_path, trained, test_split) -> None:
         model_file.ModelFileError, match=r"model\.keras: refused, not a model this pipeline trains"
     ):
         predict([image], not_a_model, top_k=3, as_json=False)
-    plain = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    plain = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
     plain.save(tmp_path / "plain.keras")
     with pytest.raises(model_file.ModelFileError, match=r"plain\.keras: no class names"):
         predict([image], tmp_path / "plain.keras", top_k=3, as_json=False)
@@ -388,14 +419,20 @@ def test_the_command_line_refuses_each_hostile_input_in_one_line(
         assert any(f"{path}: {HOSTILE_PROBLEMS[name]}" in error for error in errors), (name, errors)
 
 
-def save_model(path: Path, input_side: int, outputs: int, class_names: tuple[str, ...] = CLASS_NAMES) -> Path:
+def save_model(
+    path: Path,
+    input_side: int,
+    outputs: int,
+    class_names: tuple[str, ...] = CLASS_NAMES,
+    activation: str | None = "softmax",
+) -> Path:
     """An untrained model of the given shapes, exported as train exports its model."""
     import keras
 
     from pipeline.model import files as model_file
 
     inputs = keras.Input((input_side, input_side), dtype="uint8")
-    dense = keras.layers.Dense(outputs, activation="softmax")(keras.layers.Flatten()(inputs))
+    dense = keras.layers.Dense(outputs, activation=activation)(keras.layers.Flatten()(inputs))
     model_file.save_keras(keras.Model(inputs, dense), path, class_names)
     return path
 
@@ -455,3 +492,60 @@ def test_a_zip_bomb_or_a_broken_zip_as_model_is_one_line(tmp_path, trained, test
         model_file.ModelFileError, match=r"would decompress to [0-9,]+ bytes; a model may have 1,000"
     ):
         predict([image], trained.keras_model, top_k=3, as_json=False)
+
+
+def test_a_model_whose_outputs_are_not_probabilities_is_refused(tmp_path) -> None:
+    """Logits (a linear last layer) of the right shapes, with the right class names: predict would print
+    scores such as 45.0 as probabilities, and evaluate would score them as such."""
+    import keras
+
+    from pipeline.model import files as model_file
+    from pipeline.model.inference import Classifier
+
+    logits = save_model(tmp_path / "logits.keras", 28, 10, activation=None)
+    checkpoint = tmp_path / "logits.h5"  # evaluate's checkpoint goes through the same loader
+    keras.models.load_model(logits).save(checkpoint)
+    refused = (
+        r"refused, its outputs are not probabilities \(its last layer, Dense '\w+', has activation linear\)"
+    )
+    for path in (logits, checkpoint):
+        with pytest.raises(model_file.ModelFileError, match=rf"^{re.escape(str(path))}: {refused}; "):
+            model_file.load(path)
+    with pytest.raises(model_file.ModelFileError, match=rf"logits\.keras: {refused}"):
+        Classifier.load(logits)
+    inputs = keras.Input((28, 28), dtype="uint8")
+    scores = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    for name, last in {
+        "softmax-layer": keras.layers.Softmax(),
+        "activation": keras.layers.Activation("softmax"),
+    }.items():
+        model_file.save_keras(keras.Model(inputs, last(scores)), tmp_path / f"{name}.keras", CLASS_NAMES)
+        assert Classifier.load(tmp_path / f"{name}.keras").class_names == CLASS_NAMES  # softmax at the end
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
+    result = run(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "predict",
+        "a.png",
+        "--model",
+        "logits.keras",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = [line for line in result.stderr.splitlines() if line]
+    assert "ERROR" in line and re.search(rf"predict failed: logits\.keras: {refused}; ", line), line
+
+
+def test_classify_refuses_outputs_that_are_not_probabilities(tmp_path) -> None:
+    """A softmax model with NaN weights gives NaN: classify says so rather than rank NaNs."""
+    from pipeline.model import files as model_file
+    from pipeline.model.inference import Classifier, classify
+
+    path = save_model(tmp_path / "nan.keras", 28, 10)
+    classifier = Classifier.load(path)
+    classifier.model.set_weights([np.full_like(w, np.nan) for w in classifier.model.get_weights()])
+    not_probabilities = r"its outputs are not probabilities \(image 0's are in \[nan, nan\] and sum to nan\)"
+    with pytest.raises(model_file.ModelFileError, match=rf"nan\.keras: refused, {not_probabilities}"):
+        classify(np.zeros((3, 28, 28), np.uint8), classifier)

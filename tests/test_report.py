@@ -16,6 +16,7 @@ from pipeline.commands.report import MARKER, ParamChange, build_report, image_li
 from pipeline.core.params import ReviewParams
 from pipeline.review.gate import GateCheck, gate_checks
 from pipeline.review.metrics import MetricRow, flatten, metric_rows, per_class_rows, per_class_scores
+from pipeline.review.seed_groups import Groups, Run
 
 OLD = {
     "val": {"loss": 0.5, "accuracy": 0.8},
@@ -200,6 +201,47 @@ def test_gate_with_missing_accuracy_fails_only_when_on() -> None:
     )
 
 
+def group_of_runs(values: list[float], configuration: str = "one") -> list[Run]:
+    """Runs of one configuration, seeds 42, 43...: a score, its complement and a class's F1."""
+    return [
+        Run(f"r{seed}", seed, configuration, {"score.up": value, "score.down": 1 - value}, {"Bag": value})
+        for seed, value in enumerate(values, start=42)
+    ]
+
+
+def verdicts(markdown: str, header: str) -> set[str]:
+    return {row[-1].strip("*") for row in table(markdown, header).values()}
+
+
+@pytest.mark.parametrize(
+    ("base", "new", "headline"),
+    [
+        # the same runs on both sides (`--base HEAD` of a committed group): every row "no change"
+        ([0.80, 0.81, 0.82], [0.80, 0.81, 0.82], "**No change: the same configuration.**"),
+        # other runs of the same configuration (another CPU's kernels): whatever the intervals say
+        ([0.80, 0.81, 0.82], [0.85, 0.86, 0.87], "**Within seed noise: the same configuration.**"),
+        # one run a side, equal numbers, and unequal ones
+        ([0.80], [0.80], "**No change: the same configuration.**"),
+        ([0.80], [0.79], "**Within seed noise: the same configuration.**"),
+    ],
+)
+def test_the_same_configurations_headline_says_what_its_rows_say(
+    base: list[float], new: list[float], headline: str
+) -> None:
+    groups = Groups(group_of_runs(base), group_of_runs(new))
+    assert groups.same_configuration
+    old, now = ({"score": {"up": side[0], "down": 1 - side[0]}} for side in (base, new))  # own runs
+    text = build_report(base="HEAD", base_commit=None, old=old, new=now, params=[], checks=[], groups=groups)
+    assert text.count("the same configuration.**") == 1 and headline in text
+    said = {row.difference.verdict for row in (*groups.metrics, *groups.classes)}
+    assert said == ({"no change"} if "No change" in headline else {"within seed noise"})
+    if groups.seeded:  # the tables print the same verdicts
+        assert verdicts(text, "Metric") == verdicts(text, "Class") == said
+    else:
+        changes = {row[-1] for row in table(text, "Metric").values()}
+        assert (changes == {"0.0000"}) == ("No change" in headline)
+
+
 def test_stale_workspace_is_warned_about() -> None:
     text = report(stale_stages=["train", "evaluate"])
     assert "not up to date (`dvc status`: evaluate, train)" in text
@@ -311,8 +353,16 @@ def run_report(project: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
     return result, output.read_text() if output.exists() else None
 
 
-def metrics_at(project: Path, rev: str) -> dict:
-    return json.loads(run("git", "show", f"{rev}:reports/evaluate/metrics.json", cwd=project).stdout)
+def metrics_at(project: Path, rev: str | None) -> dict:
+    """The run's numbers at ``rev`` (None: the workspace): evaluate's test.*, train's kept epoch's val.*."""
+    files = [f"reports/{stage}/metrics.json" for stage in ("evaluate", "train")]
+    if rev is None:
+        evaluated, trained = (json.loads((project / file).read_text()) for file in files)
+    else:
+        evaluated, trained = (
+            json.loads(run("git", "show", f"{rev}:{file}", cwd=project).stdout) for file in files
+        )
+    return evaluated | trained
 
 
 def per_class_at(project: Path, rev: str) -> list[dict]:
@@ -336,7 +386,7 @@ def test_report_against_a_committed_run(project: Path) -> None:
     assert text is not None
 
     old = metrics_at(project, "main")
-    new = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    new = metrics_at(project, None)
     metrics, per_class = table(text, "Metric"), table(text, "Class")
     for name in ("test.accuracy", "test.loss", "test.macro_f1", "val.accuracy", "val.loss"):
         split, key = name.split(".")
@@ -351,8 +401,8 @@ def test_report_against_a_committed_run(project: Path) -> None:
 
     # `dvc metrics diff` sees the same numbers.
     diff = json.loads(dvc("metrics", "diff", "main", "--all", "--json", cwd=project).stdout)
-    diff = diff["reports/evaluate/metrics.json"]
-    assert diff, "dvc metrics diff found nothing to compare"
+    diff = diff["reports/evaluate/metrics.json"] | diff["reports/train/metrics.json"]
+    assert len(diff) == 5, "dvc metrics diff found other numbers to compare"
     for name, values in diff.items():
         row = metrics[name]
         assert row[:2] == [f"{values['old']:.4f}", f"{values['new']:.4f}"], name

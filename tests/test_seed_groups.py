@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 
 from conftest import commit_all, dvc, experiments, run, set_params
 from flows.pipeline_flow import METRICS_ARTIFACT, fashion_pipeline
 from flows.seeds_flow import SEEDS_ARTIFACT, fashion_seeds
-from test_flow import artifact
+from test_flow import artifact, log_messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
 
@@ -114,3 +121,41 @@ def test_a_seed_group_on_dask_is_paid_once_and_the_report_compares_groups(
     assert "±" in row[0] and "±" in row[1] and " to " in row[2], row
     assert row[3].strip("*") in {"better", "worse", "within seed noise"}
     assert "<summary>Per-class F1 (test set)</summary>" in text
+
+
+def test_a_seed_group_ends_with_its_mean_and_spread_and_names_no_best_seed(
+    reproduced: Path, prefect_api: str
+) -> None:
+    """The seed is the noise a group measures: its luckiest seed is no "best trial", and no ranking."""
+    from prefect.client.schemas.filters import FlowRunFilterParentFlowRunId
+
+    from flows.sweep_flow import SWEEP_ARTIFACT
+    from test_flow import flow_run_id
+
+    state = fashion_seeds(seeds=2, in_process=True, project_dir=str(reproduced), return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()["summary"]
+    assert {row["n"] for row in summary.values()} == {2}
+    own_logs = log_messages(state)  # flushes this process's log records to the API first
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id(state)])
+            )
+        )
+        runs = [flow_run_id(state), *(child.id for child in children)]
+        assert [child.name for child in children] and "fashion-sweep" not in {
+            client.read_flow(child.flow_id).name for child in children
+        }
+        ranked = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SWEEP_ARTIFACT])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)),
+        )
+        everything = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)), limit=200)
+    assert ranked == []
+    assert not [log.message for log in everything if "best trial" in log.message]
+    headline = [name for name in summary if not name.startswith("F1 ")]
+    spread = [line for line in own_logs.splitlines() if " over 2 seeds: " in line]
+    assert [line.split(" over 2 seeds: ")[0] for line in spread] == headline, spread
+    assert all(" ± " in line and "–" in line for line in spread), spread
+    assert {row["metric"] for row in seeds_artifact(state)} == set(summary)

@@ -12,6 +12,7 @@ import yaml
 from pipeline.commands.report import build_report
 from pipeline.core.params import ReviewParams
 from pipeline.review.gate import gate_checks
+from pipeline.review.metrics import headline_metrics, run_metrics
 from pipeline.review.seed_groups import Groups, Run, configuration_of, group_of, run_from
 from pipeline.review.statistics import difference, higher_is_better, summarize
 
@@ -244,3 +245,22 @@ def test_the_report_shows_both_groups_the_interval_and_the_verdict() -> None:
     assert text == build_report(
         base="main", base_commit="0123456789", old=old, new=now, params=[], checks=checks, groups=groups
     )
+
+
+def test_a_runs_metrics_have_one_name_each_at_old_and_new_revisions() -> None:
+    """Evaluate's test.* with train's kept epoch (val.*); before train's summary named the kept epoch,
+    evaluate's val.* stay and train's last-epoch numbers (eval.*, train.*, best.*) are left out."""
+    test = {"accuracy": 0.87, "loss": 0.36, "macro_f1": 0.86}
+    new = run_metrics({"test": test}, {"val": {"accuracy": 0.88, "loss": 0.33}})
+    assert headline_metrics(new) == {
+        **{f"test.{name}": value for name, value in test.items()},
+        "val.accuracy": 0.88,
+        "val.loss": 0.33,
+    }
+    old_train = {"train": {"accuracy": 0.9}, "eval": {"accuracy": 0.885}, "step": 19, "best": {"epoch": 17}}
+    old = run_metrics({"test": test, "val": {"accuracy": 0.8826, "loss": 0.326}}, old_train)
+    assert set(headline_metrics(old)) == set(headline_metrics(new))
+    assert old["val"]["accuracy"] == 0.8826
+    # a running experiment's summary names its epoch as DVCLive's step: no score
+    running = run_metrics({"test": test}, {"step": 3, "val": {"accuracy": 0.8, "loss": 0.5}})
+    assert "step" not in headline_metrics(running)

@@ -179,6 +179,26 @@ def test_every_trial_is_validated_before_anything_runs(project: Path, prefect_ap
     assert experiments(project) == {}
 
 
+@pytest.mark.parametrize("sent", ["source", "push"])
+def test_trials_that_must_push_fail_before_any_trial_without_a_dvc_remote(
+    project: Path, prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sent: str
+) -> None:
+    """Trials from a git source send their results back through the remotes, and push asks for it:
+    without a DVC remote their models could not come back, so no trial starts."""
+    monkeypatch.setenv("FASHION_PIPELINE_HOME", str(tmp_path / "home"))  # the source's workspaces
+    where = {"source": str(project)} if sent == "source" else {"push": True}
+    state = fashion_sweep(
+        grid=["train.epochs=1,2"], in_process=True, project_dir=str(project), return_state=True, **where
+    )
+    assert state.is_failed()
+    message = " ".join(state.message.split())
+    asked = f"source {project}: the trials send their results back" if sent == "source" else "push=True"
+    assert asked in message and "no DVC remote is set, so data/processed, data/raw" in message, message
+    assert "nothing was run" in message and "`dvc remote add -d storage <url>`" in message
+    assert stage_task_states(state, "trial") == []  # no trial started
+    assert experiments(project) == {}
+
+
 # -- the grid and the ranking -------------------------------------------------------------------------
 
 

@@ -1,5 +1,8 @@
 """``python -m pipeline predict``: classify images with the self-contained ``models/model.keras``.
 
+The project's model from any folder of the project, as the other commands find it; the inputs and a
+``--model`` file are named from the current folder.
+
 Inputs, told apart by their content:
 
 - image files Pillow reads (PNG, JPEG, ...), any size and colour mode, made to look like the
@@ -27,6 +30,7 @@ import logging
 import math
 import os
 import stat
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,17 +38,19 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
 from pipeline.commands import run_command
+from pipeline.commands.project import project_paths
 from pipeline.core import logs
 from pipeline.core.dataset import CLASS_NAMES, IMAGE_SIDE, InputError, as_pixels
 from pipeline.core.idx import IdxError, decode_idx
-from pipeline.core.paths import Paths
 
 log = logging.getLogger(__name__)
 
 MAX_INPUT_BYTES = 256 << 20  # per input file, on disk and decompressed: 5x the 47 MB of the training images
 MAX_IMAGES_PER_INPUT = 100_000  # per input file: more than the 70,000 of all Fashion-MNIST
+PROGRESS_FROM_FILES = 20  # inputs from which a terminal shows a progress bar while they are read
 MAX_IMAGE_PIXELS = 25_000_000  # per picture: a 24-megapixel photo fits (Pillow's own limit is 89 million)
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -175,7 +181,8 @@ def run(paths: Sequence[Path], model: Path, top_k: int, as_json: bool) -> int:
     if not 1 <= top_k <= len(CLASS_NAMES):
         raise InputError(f"--top-k must be 1 to {len(CLASS_NAMES)}; got {top_k}")
     batches, failed = [], False
-    for path in paths:
+    # Many files on a terminal: a bar over them on stderr, cleared when done (stdout stays the results).
+    for path in tqdm(paths, desc="reading", unit="file", leave=False, disable=_no_bar(len(paths))):
         try:
             batches.append((path, read_inputs(path)))
         except InputError as exc:
@@ -197,6 +204,10 @@ def run(paths: Sequence[Path], model: Path, top_k: int, as_json: bool) -> int:
     return 1 if failed else 0
 
 
+def _no_bar(count: int) -> bool:
+    return count < PROGRESS_FROM_FILES or not sys.stderr.isatty()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline predict",
@@ -205,12 +216,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help="image, .npy or IDX files")
     parser.add_argument(
-        "--model", type=Path, default=Paths().keras_model, help="a .keras model (default: models/model.keras)"
+        "--model", type=Path, help="a .keras model (default: the project's models/model.keras)"
     )
     parser.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead")
     args = parser.parse_args(argv)
-    return run_command("predict", lambda: run(args.inputs, args.model, args.top_k, args.json))
+    return run_command(
+        "predict",
+        lambda: run(args.inputs, args.model or project_paths().keras_model, args.top_k, args.json),
+    )
 
 
 def _line(path: Path, index: int, count: int, prediction, as_json: bool) -> str:

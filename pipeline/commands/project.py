@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.paths import Paths
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -28,6 +29,18 @@ def project_root() -> Path:
         return Path(Repo.find_root())
     except NotDvcRepoError as exc:
         raise ProjectError(f"{exc}: run it inside the project (dvc.yaml's folder or one below it)") from None
+
+
+def project_paths() -> Paths:
+    """The project's files as seen from the current folder, for the commands that need no DVC
+    (``validate``, ``predict``): under the project's root from any folder inside it (``../models/...``
+    from ``data/``), under the current folder outside any project. Without a change of folder, so the
+    paths a user gives still name files from the folder they were given in."""
+    try:
+        root = project_root()
+    except ProjectError:
+        return Paths()
+    return Paths(Path(os.path.relpath(root)))
 
 
 def enter_project(*paths: Path | None) -> list[Path | None]:

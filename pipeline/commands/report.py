@@ -28,7 +28,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import ReviewParams
 from pipeline.core.paths import Paths
 from pipeline.review.gate import GateCheck, gate_checks
-from pipeline.review.metrics import MetricRow, metric_rows, per_class_rows, per_class_scores
+from pipeline.review.metrics import MetricRow, metric_rows, per_class_rows, per_class_scores, run_metrics
 from pipeline.review.seed_groups import (
     Groups,
     experiment_runs,
@@ -185,7 +185,7 @@ def seed_group_section(groups: Groups) -> Iterator[str]:
     )
     if groups.same_configuration:
         yield ""
-        yield from _same_configuration_note()
+        yield same_configuration_note(groups)
     yield ""
     yield from group_table(groups.metrics)
     yield ""
@@ -206,7 +206,7 @@ def seed_group_section(groups: Groups) -> Iterator[str]:
 def one_run_a_side(groups: Groups, base: str) -> Iterator[str]:
     """What one run a side can and cannot say, and how to get the seed groups."""
     if groups.same_configuration:
-        yield from _same_configuration_note()
+        yield same_configuration_note(groups)
         return
     yield (
         "**Seed noise: cannot tell.** One run a side: seeds alone move these numbers, so this table "
@@ -216,11 +216,19 @@ def one_run_a_side(groups: Groups, base: str) -> Iterator[str]:
     )
 
 
-def _same_configuration_note() -> Iterator[str]:
-    yield (
-        "**Within seed noise: the same configuration.** Both sides have the same code, data and "
-        "params but the seed (`dvc.lock`), so a difference comes from the machine (other CPU kernels "
-        "round differently) or the seed, not from the change."
+def same_configuration_note(groups: Groups) -> str:
+    """The headline over two sides of one configuration, from the verdicts of the rows below it
+    (``groups.metrics`` and ``groups.classes``, which the tables print): "no change" where every row
+    says so (the same runs, or equal numbers), else "within seed noise"."""
+    verdicts = {
+        row.difference.verdict for row in (*groups.metrics, *groups.classes) if row.difference is not None
+    }
+    same = "Both sides have the same code, data and params but the seed (`dvc.lock`)"
+    if verdicts == {"no change"}:
+        return f"**No change: the same configuration.** {same}, and the same numbers."
+    return (
+        f"**Within seed noise: the same configuration.** {same}, so a difference comes from the "
+        "machine (other CPU kernels round differently) or the seed, not from the change."
     )
 
 
@@ -316,13 +324,17 @@ def read_revisions(paths: Paths, base: str) -> Revisions:
     from dvc.repo import Repo
     from scmrepo.exceptions import SCMError
 
-    target = str(paths.metrics_json)
+    files = [paths.metrics_json.absolute(), paths.train_metrics_json.absolute()]
+    # DVC names them by their paths in the repository
+    target, trained = (path.relative_to(paths.root.absolute()).as_posix() for path in files)
     try:
         with Repo(str(paths.root)) as repo:
             base_commit = repo.scm.resolve_rev(base)
-            shown = repo.metrics.show(targets=[target], revs=[base], hide_workspace=False, on_error="return")
-            old = _metrics_of(shown, base, target, f"base {base!r}")
-            new = _metrics_of(shown, "workspace", target, "the workspace")
+            shown = repo.metrics.show(
+                targets=[str(path) for path in files], revs=[base], hide_workspace=False, on_error="return"
+            )
+            old = _metrics_of(shown, base, target, trained, f"base {base!r}")
+            new = _metrics_of(shown, "workspace", target, trained, "the workspace")
             params = param_changes(repo.params.diff(a_rev=base).get("diff", {}))
             stale = sorted(repo.status())
             base_fs = repo.scm.get_fs(base_commit)
@@ -356,18 +368,19 @@ def read_groups(repo: Any, paths: Paths, base_commit: str) -> Groups | None:
     return Groups(group_of(base_run, experiments), group_of(new_run, experiments))
 
 
-def _metrics_of(shown: Mapping[str, Any], rev: str, target: str, where: str) -> dict[str, Any]:
+def _metrics_of(shown: Mapping[str, Any], rev: str, target: str, trained: str, where: str) -> dict[str, Any]:
+    """The run's metrics at ``rev``: evaluate's ``target`` (required) with train's kept epoch."""
     result = shown.get(rev, {})
     error = result.get("error")
     files = result.get("data", {})
-    entry = next(iter(files.values()), {}) if files else {}
+    entry = files.get(target, {})
     error = error or entry.get("error")
     if error is not None or not entry.get("data"):
         missing = error is None or isinstance(error, FileNotFoundError)
         reason = f"{target} is not there" if missing else f"{target}: {error}"
         fix = "run `dvc repro`" if rev == "workspace" else "commit a run (dvc.lock and reports/) there"
         raise ReportError(f"{where} has no metrics: {reason}; {fix}")
-    return entry["data"]
+    return run_metrics(entry["data"], files.get(trained, {}).get("data"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,7 +101,7 @@ class PreprocessParams(_Section):
 
     test_size: Fraction
     """Share of the 60,000 training images held out for validation."""
-    random_state: Seed
+    random_state: Seed = 42
     """Seed of scikit-learn's ``train_test_split``."""
     stratify: bool = False
     """Keep the class proportions equal in both splits."""
@@ -184,9 +184,9 @@ class CnnModelParams(_Section):
 class ModelParams(_Section):
     """``architecture`` names the family to train; each family keeps its own typed section.
 
-    Both sections stay in ``params.yaml`` so one override switches family
-    (``dvc exp run -S train.model.architecture=cnn``): DVC's ``-S`` merges mappings, so a section that
-    changed shape with the architecture could not be switched from the command line.
+    Both sections have defaults, so one override switches family
+    (``dvc exp run -S train.model.architecture=cnn``); ``params.yaml`` holds the keys a project
+    changes (``presets/`` sets the cnn family's), and ``dvc exp show`` shows those.
     """
 
     architecture: Literal["dense", "cnn"]
@@ -208,11 +208,11 @@ class ModelParams(_Section):
 
 
 class EarlyStoppingParams(_Section):
-    enabled: bool
+    enabled: bool = False
     """Stop when val_loss has not improved for ``patience`` epochs."""
-    patience: Annotated[int, Field(ge=0, le=1000)]
+    patience: Annotated[int, Field(ge=0, le=1000)] = 3
     """Epochs without improvement before stopping."""
-    restore_best_weights: bool
+    restore_best_weights: bool = True
     """Keras's option; the checkpoint keeps the best epoch either way."""
 
 
@@ -231,15 +231,15 @@ class TrainParams(_Section):
     """Passes over the training split; the checkpoint keeps the best (lowest val_loss)."""
     batch_size: BatchSize
     """Training batch size."""
-    validation_batch_size: BatchSize | None = None
+    validation_batch_size: BatchSize | None = 1000
     """Batch of the validation pass after each epoch (``null`` = batch_size): the speed, never the
-    weights."""
-    early_stopping: EarlyStoppingParams
+    weights (val_loss differs in the 7th digit; 1000 saves about 1 s in 20 epochs)."""
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     """Keras's ``EarlyStopping`` on val_loss."""
 
 
 class EvaluateParams(_Section):
-    batch_size: BatchSize
+    batch_size: BatchSize = 256
     """Inference batch; does not change the model."""
 
 
@@ -255,18 +255,22 @@ class ReviewParams(_Section):
     """Fail when test accuracy drops more than this against the base: with seed groups, only a
     significant drop (its 95% interval below zero) larger than this."""
     seeds: Annotated[int, Field(ge=1, le=100)] = 3
-    """Runs in a seed group (``python -m flows seeds``; the PR workflow's groups of head and base)."""
+    """Runs in a seed group (``python -m flows seeds``; the PR workflow's groups of head and base;
+    ``python -m flows promote``'s groups of the candidate and the stage's version)."""
+    max_class_f1_drop: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """``python -m flows promote`` refuses a version whose F1 of any class drops significantly (its
+    95% interval below zero) by more than this against the stage's version."""
 
 
 class Params(_Section):
-    ingest: IngestParams
+    ingest: IngestParams = IngestParams()
     """Limits of fetching the files (which files: ``datasets/fashion-mnist.yaml``)."""
     preprocess: PreprocessParams
     """The train/validation split."""
     train: TrainParams
     """The model and how it is trained."""
-    evaluate: EvaluateParams
-    """Scoring on the validation and test splits."""
+    evaluate: EvaluateParams = EvaluateParams()
+    """Scoring on the test split."""
     review: ReviewParams = ReviewParams()
     """The regression gate of ``python -m pipeline report`` (a PR check)."""
 

@@ -51,8 +51,8 @@ class Paths:
 
     @property
     def train_live_dir(self) -> Path:
-        """DVCLive's folder of the train stage: ``metrics.json`` (the last and the best epoch) and
-        ``plots/`` (each metric per epoch, the learning-curve figures)."""
+        """DVCLive's folder of the train stage: ``metrics.json`` (the epoch running, then the kept one)
+        and ``plots/`` (each metric per epoch, the learning-curve figures)."""
         return self.reports_dir / "train"
 
     @property
@@ -71,8 +71,13 @@ class Paths:
 
     @property
     def metrics_json(self) -> Path:
-        """The headline numbers: val and test loss and accuracy, test macro F1."""
+        """The test scores: loss, accuracy and macro F1 (evaluate)."""
         return self.evaluate_live_dir / "metrics.json"
+
+    @property
+    def train_metrics_json(self) -> Path:
+        """The kept epoch: its number (``step``, from 1) and its val loss and accuracy (train)."""
+        return self.train_live_dir / "metrics.json"
 
     @property
     def per_class_json(self) -> Path:

@@ -3,7 +3,9 @@
 Both load with ``safe_mode``: a model file may come from a shared DVC remote, so one that would run
 code when loaded is refused. So is a ``.keras`` zip whose members declare more than
 :data:`MAX_MODEL_BYTES` decompressed, or a JSON member more than :data:`MAX_JSON_BYTES` (checked before
-anything reads them), and a model that does not take 28x28 images and give a probability per class.
+anything reads them), and a model that does not take 28x28 images and give a probability per class:
+one of 10 outputs, from a softmax (a last layer with a softmax activation, or a ``Softmax`` layer;
+a model ending in logits would give scores that predict and evaluate would print as probabilities).
 
 The ``.keras`` file carries the class names in its ``metadata.json`` (Keras writes that file and never
 reads it back) and is written byte-for-byte reproducibly, so DVC sees a changed file only when the
@@ -63,7 +65,31 @@ def load(path: Path) -> keras.Model:
             f"{path}: refused, takes inputs {shapes[0]} and gives outputs {shapes[1]}; this pipeline's "
             f"models take {INPUT_SHAPE} and give {OUTPUT_SHAPE}; train it again with `dvc repro train`"
         )
+    last = _output_layer(model)
+    if not _is_softmax(last):
+        activation = last.get_config().get("activation")
+        has = f"activation {activation}" if isinstance(activation, str) else "no softmax activation"
+        raise ModelFileError(
+            f"{path}: refused, its outputs are not probabilities (its last layer, {type(last).__name__} "
+            f"{last.name!r}, has {has}); this pipeline's models end in a softmax; train it again "
+            "with `dvc repro train`"
+        )
     return model
+
+
+def _output_layer(model: keras.Model) -> keras.Layer:
+    """The layer that gives ``model``'s output (the last of a model nested last)."""
+    layer = model
+    while isinstance(layer, keras.Model) and layer.layers:
+        layer = layer.layers[-1]
+    return layer
+
+
+def _is_softmax(layer: keras.Layer) -> bool:
+    """Whether ``layer``'s outputs are a softmax over the classes (the last axis)."""
+    if isinstance(layer, keras.layers.Softmax):
+        return layer.get_config().get("axis") in (-1, len(OUTPUT_SHAPE) - 1)
+    return layer.get_config().get("activation") == "softmax"
 
 
 def class_names(path: Path) -> tuple[str, ...]:

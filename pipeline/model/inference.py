@@ -1,4 +1,9 @@
-"""Inference: the one way to turn pixels into classes. The evaluate stage and ``predict`` use it."""
+"""Inference: the one way to turn pixels into classes. The evaluate stage and ``predict`` use it.
+
+A model's outputs must be probabilities: :func:`pipeline.model.files.load` refuses one that does not
+end in a softmax, and :func:`classify` one whose outputs are not in [0, 1] or do not sum to 1 (NaN
+weights, say), rather than rank and print its scores as probabilities.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pipeline.core.paths import Paths
 from pipeline.model import files
 
 DEFAULT_MODEL = Paths().keras_model
+SUM_TOLERANCE = 1e-3  # a float32 softmax sums to 1 within about 1e-6
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,12 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Classifier:
-    """A trained model and the names of its classes, as ``model.keras`` stores them."""
+    """A trained model and the names of its classes, as ``model.keras`` stores them; ``source``, the
+    file it came from, names it in errors."""
 
     model: keras.Model
     class_names: tuple[str, ...]
+    source: Path | None = None
 
     @classmethod
     def load(cls, path: Path = DEFAULT_MODEL) -> Classifier:
@@ -41,7 +49,7 @@ class Classifier:
                 f"{path}: {len(class_names)} class names in its {files.METADATA_JSON} for "
                 f"{model.output_shape[-1]} outputs; export it with `dvc repro train`"
             )
-        return cls(model, class_names)
+        return cls(model, class_names, Path(path))
 
 
 def classify(
@@ -52,6 +60,7 @@ def classify(
     classifier = classifier or Classifier.load()
     pixels = as_pixels(np.asarray(images), "images")
     probabilities = classifier.model.predict(pixels, batch_size=batch_size, verbose=0)
+    _check_probabilities(probabilities, classifier.source)
     ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     names = classifier.class_names
     return [
@@ -63,3 +72,16 @@ def classify(
         )
         for row, order in zip(probabilities, ranked, strict=True)
     ]
+
+
+def _check_probabilities(probabilities: np.ndarray, source: Path | None) -> None:
+    """Raise :class:`~pipeline.model.files.ModelFileError` unless each row is in [0, 1] and sums to 1."""
+    sums = probabilities.sum(axis=1)
+    bad = ~((np.abs(sums - 1) <= SUM_TOLERANCE) & ((probabilities >= 0) & (probabilities <= 1)).all(axis=1))
+    if bad.any():  # NaN sums fail the first test
+        image = int(np.argmax(bad))
+        raise files.ModelFileError(
+            f"{source or 'the model'}: refused, its outputs are not probabilities (image {image}'s are in "
+            f"[{probabilities[image].min():.3g}, {probabilities[image].max():.3g}] and sum to "
+            f"{sums[image]:.3g}); train it again with `dvc repro train`"
+        )

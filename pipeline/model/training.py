@@ -1,6 +1,6 @@
-"""The training loop: seeding, optimizers, ``model.fit`` with the tutorial's checkpoint callback and
-DVCLive's, one log line per epoch, and the checks that keep a diverged or out-of-memory run's
-model out of ``models/``."""
+"""The training loop: seeding, optimizers, ``model.fit`` with the tutorial's checkpoint callback, each
+epoch logged to DVCLive and as one log line (a progress bar within it on a terminal), and the checks
+that keep a diverged or out-of-memory run's model out of ``models/``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from dvclive import Live
-from dvclive.keras import DVCLiveCallback
+from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.logs import progress
@@ -87,7 +88,7 @@ def fit(
     model: keras.Model, train: Split, val: Split, params: TrainParams, checkpoint_path: Path, live: Live
 ) -> pd.DataFrame:
     """Train with validation; ``ModelCheckpoint(save_best_only=True)`` keeps the lowest val_loss and
-    DVCLive's callback logs every epoch to ``live``. The history, one row per epoch."""
+    :class:`EpochLog` logs every epoch to ``live``. The history, one row per epoch (from 1)."""
     steps_per_epoch = math.ceil(len(train.y) / params.batch_size)
     model.compile(
         optimizer=make_optimizer(
@@ -101,10 +102,12 @@ def fit(
         metrics=["accuracy"],
         steps_per_execution=params.model.family.steps_per_execution,
     )
+    # A person watching a terminal sees each epoch's batches as a bar, cleared before the epoch's line.
+    bar = [BatchProgress(params.epochs, steps_per_epoch)] if sys.stderr.isatty() else []
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True),
-        DVCLiveCallback(live=live),
         keras.callbacks.TerminateOnNaN(),
+        *bar,
         EpochLog(params.epochs, live),
     ]
     if params.early_stopping.enabled:
@@ -137,8 +140,12 @@ def fit(
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One log line per epoch, from what DVCLive logged for it (the callback before this one): its
-    number out of the total, the losses, accuracies and seconds; the flow's progress artifact too."""
+    """Each epoch, numbered from 1 as Keras prints them, to DVCLive and to the log.
+
+    DVCLive gets ``train/loss``, ``train/accuracy``, ``val/loss`` and ``val/accuracy`` at step
+    ``epoch`` (the learning curves); its summary, which ``dvc exp show`` shows while the run goes on,
+    keeps the step and the ``val`` numbers: the names evaluate's and the report's metrics use. The log
+    line (which the Prefect flow receives too) gives the epoch out of the total and the seconds."""
 
     def __init__(self, epochs: int, live: Live) -> None:
         super().__init__()
@@ -150,28 +157,62 @@ class EpochLog(keras.callbacks.Callback):
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logged = self.live.summary  # {"train": {"loss": ..., "accuracy": ...}, "eval": {...}}
-
-        def number(split: str, name: str) -> float:  # DVCLive keeps a NaN loss as the text "nan"
-            try:
-                return float(logged.get(split, {}).get(name, "nan"))
-            except (TypeError, ValueError):
-                return float("nan")
-
-        val_accuracy = number("eval", "accuracy")
+        logs = logs or {}
+        scores = {
+            f"{split}/{name}": float(logs.get(f"{prefix}{name}", float("nan")))
+            for split, prefix in (("train", ""), ("val", "val_"))
+            for name in ("accuracy", "loss")  # as evaluate's test.* are ordered
+        }
+        self.live.step = epoch + 1
+        for name, value in scores.items():
+            self.live.log_metric(name, value)
+        self.live.summary.pop("train", None)  # the curves keep it; one row per name in `dvc exp show`
+        self.live.make_summary()
         log.info(
             "epoch %d/%d: loss %.4f accuracy %.4f | val_loss %.4f val_accuracy %.4f | %.1f s",
             epoch + 1,
             self.epochs,
-            number("train", "loss"),
-            number("train", "accuracy"),
-            number("eval", "loss"),
-            val_accuracy,
+            scores["train/loss"],
+            scores["train/accuracy"],
+            scores["val/loss"],
+            scores["val/accuracy"],
             time.monotonic() - self.started,
             extra=progress(
-                epoch + 1, self.epochs, f"epoch {epoch + 1} of {self.epochs}, val_accuracy {val_accuracy:.4f}"
+                epoch + 1,
+                self.epochs,
+                f"epoch {epoch + 1} of {self.epochs}, val_accuracy {scores['val/accuracy']:.4f}",
             ),
         )
+
+
+class BatchProgress(keras.callbacks.Callback):
+    """A terminal's progress bar over each epoch's batches; it clears itself before the epoch's line."""
+
+    def __init__(self, epochs: int, steps: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.steps = steps
+        self.bar: tqdm | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar = tqdm(
+            total=self.steps,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            file=sys.stderr,
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.bar is not None:  # Keras calls this once per `steps_per_execution` batches
+            self.bar.update(batch + 1 - self.bar.n)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class _DropMessages(logging.Filter):

@@ -31,9 +31,22 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
+# What a run's numbers take from train's DVCLive summary: the kept epoch's number and val scores.
+TRAINED = ("step", "val")
+
+
+def run_metrics(evaluated: Mapping[str, Any], trained: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One run's metrics, as ``dvc metrics show`` lists its two files: evaluate's (``test.*``) and
+    train's kept epoch (``step``, ``val.*``). At a revision from before train's summary named the kept
+    epoch, evaluate's ``val.*`` stays and train's other keys (the last epoch's) are left out."""
+    return {**evaluated, **{key: value for key, value in (trained or {}).items() if key in TRAINED}}
+
+
 def headline_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The scalar metrics by dotted name, without the per-class scores of older revisions."""
-    return {name: value for name, value in flatten(metrics).items() if ".per_class." not in name}
+    """The scores by dotted name: not the kept epoch's number (``step``), nor the per-class scores of
+    older revisions."""
+    flat = flatten(metrics)
+    return {name: value for name, value in flat.items() if ".per_class." not in name and name != "step"}
 
 
 def per_class_scores(table: Sequence[Mapping[str, Any]] | None, metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipeline.core.paths import Paths
-from pipeline.review.metrics import headline_metrics, per_class_scores
+from pipeline.review.metrics import headline_metrics, per_class_scores, run_metrics
 from pipeline.review.statistics import Difference, Summary, difference, higher_is_better, summarize
 
 if TYPE_CHECKING:
@@ -83,10 +83,13 @@ def run_from(
     classes_text: str | None,
     time: int = 0,
     dvc_yaml_text: str | None = None,
+    train_metrics_text: str | None = None,
 ) -> Run:
-    """A :class:`Run` from the texts of its ``dvc.lock``, metrics JSON, per-class JSON and dvc.yaml."""
+    """A :class:`Run` from the texts of its ``dvc.lock``, metrics JSON, per-class JSON, dvc.yaml and
+    train's metrics JSON."""
     lock = yaml.safe_load(lock_text) or {}
-    metrics = json.loads(metrics_text)
+    kept_epoch = json.loads(train_metrics_text) if train_metrics_text else None
+    metrics = run_metrics(json.loads(metrics_text), kept_epoch)
     table = json.loads(classes_text) if classes_text else None
     classes = {
         name: float(scores["f1"])
@@ -100,10 +103,10 @@ def run_from(
 
 def workspace_run(paths: Paths) -> Run | None:
     """The workspace's run, or None before ``dvc repro`` has written one."""
-    lock, metrics, classes, dvc_yaml = (_read_file(path) for path in _files(paths))
+    lock, metrics, classes, dvc_yaml, trained = (_read_file(path) for path in _files(paths))
     if lock is None or metrics is None:
         return None
-    return run_from("workspace", lock, metrics, classes, dvc_yaml_text=dvc_yaml)
+    return run_from("workspace", lock, metrics, classes, dvc_yaml_text=dvc_yaml, train_metrics_text=trained)
 
 
 def revision_run(repo: Repo, paths: Paths, rev: str, label: str | None = None) -> Run | None:
@@ -111,14 +114,14 @@ def revision_run(repo: Repo, paths: Paths, rev: str, label: str | None = None) -
     sha = repo.scm.resolve_rev(rev)
     fs = repo.scm.get_fs(sha)
     texts = [_read(fs, path.relative_to(paths.root).as_posix()) for path in _files(paths)]
-    lock, metrics, classes, dvc_yaml = texts
+    lock, metrics, classes, dvc_yaml, trained = texts
     if lock is None or metrics is None:
         return None
     try:
         time = repo.scm.resolve_commit(sha).commit_time
     except Exception:  # noqa: BLE001  (the order of experiments only)
         time = 0
-    return run_from(label or sha[:7], lock, metrics, classes, time, dvc_yaml)
+    return run_from(label or sha[:7], lock, metrics, classes, time, dvc_yaml, trained)
 
 
 def experiment_runs(repo: Repo, paths: Paths) -> list[Run]:
@@ -235,8 +238,14 @@ def _ignored(key: str) -> bool:
     return any(key == ignored or key.startswith(f"{ignored}.") for ignored in IGNORED_PARAMS)
 
 
-def _files(paths: Paths) -> tuple[Path, Path, Path, Path]:
-    return paths.root / "dvc.lock", paths.metrics_json, paths.per_class_json, paths.root / "dvc.yaml"
+def _files(paths: Paths) -> tuple[Path, Path, Path, Path, Path]:
+    return (
+        paths.root / "dvc.lock",
+        paths.metrics_json,
+        paths.per_class_json,
+        paths.root / "dvc.yaml",
+        paths.train_metrics_json,
+    )
 
 
 def _read_file(path: Path) -> str | None:

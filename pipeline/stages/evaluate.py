@@ -1,9 +1,10 @@
-"""Stage 4, evaluate: score the checkpointed best model on the validation and test splits.
+"""Stage 4, evaluate: score the checkpointed best model on the test split.
 
 Loss and accuracy come from ``best-model.h5`` (the tutorial's ``model.evaluate``); the test
 predictions come from ``model.keras`` through :func:`pipeline.model.inference.classify`, as users
 get them, and must agree with the checkpoint's. DVCLive writes them to ``reports/evaluate/``: the
-metrics, the confusion matrix, the per-class scores and their figures.
+metrics, the confusion matrix, the per-class scores and their figures. The validation scores are
+train's (``reports/train/metrics.json``: the kept epoch's), so each number has one name and one source.
 """
 
 from __future__ import annotations
@@ -73,13 +74,12 @@ def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
         raise ExportMismatch(
             f"{paths.keras_model}: class names {classifier.class_names} are not {CLASS_NAMES}"
         )
-    val, test = load_split(paths.split("val")), load_split(paths.split("test"))
+    test = load_split(paths.split("test"))
     exported = classify(test.x, classifier, top_k=1, batch_size=params.batch_size)
     check_export_agrees(model, exported, test, params.batch_size)
     y_pred = np.array([prediction.label for prediction in exported])
     per_class = per_class_scores(test.y, y_pred)
     metrics = {
-        "val": loss_and_accuracy(model, val, params.batch_size),
         "test": {
             **loss_and_accuracy(model, test, params.batch_size),
             "macro_f1": float(np.mean([row["f1"] for row in per_class])),
@@ -87,9 +87,8 @@ def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
     }
     names = np.asarray(CLASS_NAMES)
     with logs.live_log(paths.evaluate_live_dir) as live:
-        for split in sorted(metrics):  # test, then val: the order of `dvc exp show`'s columns
-            for name in sorted(metrics[split]):
-                live.log_metric(f"{split}/{name}", metrics[split][name], plot=False)
+        for name in ("accuracy", "loss", "macro_f1"):
+            live.log_metric(f"test/{name}", metrics["test"][name], plot=False)
         live.log_sklearn_plot(
             "confusion_matrix", names[test.y].tolist(), names[y_pred].tolist(), name=paths.confusion_json.name
         )
@@ -100,11 +99,10 @@ def run(paths: Paths, params: EvaluateParams) -> dict[str, Any]:
         f1 = figures.per_class_f1({row["class"]: row["f1"] for row in per_class})
         live.log_image(paths.f1_png.name, figures.as_image(f1))
     log.info(
-        "val accuracy %.4f loss %.4f | test accuracy %.4f loss %.4f",
-        metrics["val"]["accuracy"],
-        metrics["val"]["loss"],
+        "test accuracy %.4f loss %.4f macro_f1 %.4f",
         metrics["test"]["accuracy"],
         metrics["test"]["loss"],
+        metrics["test"]["macro_f1"],
     )
     return metrics
 
