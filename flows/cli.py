@@ -9,6 +9,7 @@ python -m flows run --source https://git.example/p.git --push   # no checkout ne
 python -m flows sweep -S train.epochs=10,20 --workers 2   # every combination, as trials on Dask
 python -m flows seeds --seeds 5 --override train.epochs=5 # one configuration over 5 seeds: its spread
 python -m flows schedule --cron "0 2 * * *"               # runs of the current branch, on a schedule
+python -m flows promote --rev main --stage prod           # register main's model; prod only beyond seed noise
 """
 
 from __future__ import annotations
@@ -163,6 +164,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="how many: train.seed and the N-1 after it (default: review.seeds of params.yaml)",
     )
+    promote = commands.add_parser(
+        "promote",
+        parents=[on_dask],
+        help="register a commit's or experiment's model; assign a stage only beyond seed noise",
+    )
+    promote.add_argument("--project-dir", type=Path, default=Path("."), help="the DVC project (default: .)")
+    candidate = promote.add_mutually_exclusive_group()
+    candidate.add_argument("--rev", help="the commit, branch or tag whose model to promote (default: HEAD)")
+    candidate.add_argument("--exp", metavar="NAME", help="the DVC experiment whose model to promote")
+    promote.add_argument(
+        "--stage", default="staging", help="the registry stage: dev, staging or prod (default: staging)"
+    )
+    promote.add_argument(
+        "--seeds",
+        type=positive,
+        metavar="N",
+        help="each seed group's size (default: review.seeds of the candidate's params.yaml)",
+    )
+    promote.add_argument("--force", action="store_true", help="assign even against the rule (recorded)")
+    promote.add_argument("--dry-run", action="store_true", help="decide and say why; tag nothing")
     schedule = commands.add_parser(
         "schedule",
         aliases=["serve"],  # its name until 2026-12: it read like serving the model
@@ -189,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for number, trial in enumerate(trial_overrides(args.grid), start=1):
                 origins |= dict.fromkeys(trial, f"-S (trial {number})")
                 check_params(project, args.rev, {**overrides, **trial}, origins)
+        if args.command == "promote":
+            check_promotion(project, args)
         if args.command in ("run", "sweep", "seeds") and args.push and not (args.rev or args.source):
             # The checkout's DVC config is the run's; another revision's the flow checks in its workspace.
             from dvc.exceptions import DvcException  # DVC's import: only with --push
@@ -201,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise RuntimeError(f"--push: {project}: {exc}") from None
     except (PipelineError, RuntimeError, OSError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    if args.command != "schedule" and args.params:
+    if args.command not in ("schedule", "promote") and args.params:
         print(
             f"{args.params}: its values for {', '.join(sorted(overrides))} are used as overrides",
             file=sys.stderr,
@@ -216,9 +239,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args, project, overrides)
 
 
+def check_promotion(project: Path, args: argparse.Namespace) -> None:
+    """The stage, the declared model, the candidate and (to tag) the DVC remote, before any server."""
+    from flows import workspace
+    from flows.promote_flow import candidate_of
+    from pipeline import registry
+
+    registry.check_stage(args.stage)
+    registry.declared_model(project)
+    candidate_of(project, args.rev, args.exp)
+    if not args.dry_run:
+        workspace.require_dvc_remote(project, "promote", "set one and push, or use --dry-run")
+
+
 def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, Any]) -> int:
-    """Run, sweep, seeds or schedule, against the Prefect API of this command."""
+    """Run, sweep, seeds, promote or schedule, against the Prefect API of this command."""
     from flows.pipeline_flow import fashion_pipeline
+
+    if args.command == "promote":
+        from flows.promote_flow import fashion_promote
+
+        state = fashion_promote(
+            stage=args.stage,
+            rev=args.rev,
+            exp=args.exp,
+            force=args.force,
+            dry_run=args.dry_run,
+            seeds=args.seeds,
+            workers=args.workers,
+            dask_address=args.dask_address,
+            in_process=args.in_process,
+            project_dir=str(project),
+            return_state=True,
+        )
+        return 0 if state.is_completed() else 1
 
     where = {"rev": args.rev, "source": args.source, "push": args.push, "project_dir": str(project)}
     if args.command in ("sweep", "seeds"):

@@ -28,44 +28,22 @@ Decisions:
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-import networkx as nx
-from dvc.dependency.param import ParamsDependency
-from dvc.repo import Repo
-from dvc.stage import PipelineStage
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
 
-from flows import params_update, reports, stage, workspace
+from flows import reports, workspace
+from flows.promote_flow import fashion_promote
+from flows.reproduce import reproduce_in
 from pipeline.core.params import DEFAULT_PARAMS_PATH, parse_raw_params, read_params_text
 from pipeline.core.paths import Paths
 
 METRICS_ARTIFACT = "fashion-metrics"
 PLOTS_ARTIFACT = "fashion-plots"
 PER_CLASS_ARTIFACT = "fashion-per-class"
-STATE_NAMES = {stage.SKIPPED: "Skipped", stage.CACHED: "Cached", stage.RAN: "Completed"}
-OUTCOMES = {state_name: outcome for outcome, state_name in STATE_NAMES.items()}
-
-
-# No timeouts: Prefect cannot enforce one on a task in a worker thread, and a fit has no natural bound.
-@task(retries=0, cache_policy=NO_CACHE, persist_result=False)
-def reproduce_stage(root: str, name: str, reason: str) -> State:
-    """Reproduce one DVC stage; DVC decides whether it runs, is skipped or comes from its run cache.
-
-    ``reason``: why it runs (:func:`flows.stage.why_it_runs`), empty when it is up to date.
-    """
-    result = stage.reproduce(
-        Path(root), name, get_run_logger(), reason=reason, on_progress=reports.LiveProgress(name)
-    )
-    return Completed(name=STATE_NAMES[result.outcome], message=f"{result.outcome}: {result.reason}")
 
 
 @flow(name="fashion-pipeline")
@@ -77,6 +55,7 @@ def fashion_pipeline(
     push: bool = False,
     keep_workspace: bool = False,
     project_dir: str | None = ".",
+    promote_to: str | None = None,
 ) -> dict[str, Any]:
     """Reproduce the pipeline with ``overrides`` (``{"train.epochs": 3}``) in a workspace of its own.
 
@@ -86,6 +65,8 @@ def fashion_pipeline(
     checkout. ``apply``: ``dvc exp apply`` the result to the checkout, unless it changed meanwhile.
     ``push``: push data and experiment to the DVC and git remotes (no DVC remote: the run fails
     before any stage). ``keep_workspace``: keep a failed run's workspace for debugging.
+    ``promote_to``: then run the result's seed group and give its model this registry stage if it
+    beats the stage's version beyond seed noise (:mod:`flows.promote_flow`; needs ``push``).
 
     Returns each stage's outcome (``ran``, ``skipped``, ``cached``), the experiment and the commit.
     """
@@ -97,6 +78,8 @@ def fashion_pipeline(
         )
     if apply and project is None:
         raise ValueError("apply needs project_dir: the checkout to apply the experiment to")
+    if promote_to and not push:
+        raise ValueError("promote_to needs push=True: a version's model must be in the DVC remote")
     changes = workspace.uncommitted_changes(project) if project and not (rev or source) else None
     started_as = workspace.checkout_state(project) if apply else None
     name = flow_run.name or "run"
@@ -125,6 +108,17 @@ def fashion_pipeline(
             git_remote = source or (workspace.git_remote_url(project) if project else None)
             pushed = workspace.push_results(made.root, experiment, git_remote, logger)
         publish_artifacts(paths, start, experiment, made.commit, project, pushed)
+        if promote_to:  # in the workspace: its origin is where the tags go
+            promoted = fashion_promote(
+                stage=promote_to,
+                rev=None if experiment else made.commit,
+                exp=experiment,
+                project_dir=str(made.root),
+                in_process=True,
+                return_state=True,
+            )
+            if not promoted.is_completed():
+                raise RuntimeError(f"promoting to {promote_to} failed: {promoted.message}")
     logger.info("stages: %s", ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()))
     if apply and experiment:
         workspace.apply_experiment(project, experiment, started_as)
@@ -134,96 +128,6 @@ def fashion_pipeline(
 
 def _params_source(rev: str | None) -> str:
     return f"{DEFAULT_PARAMS_PATH} at {rev}" if rev else str(DEFAULT_PARAMS_PATH)
-
-
-class RunStopped(RuntimeError):
-    """The run was told to stop (its sweep is gone): nothing more runs, nothing is recorded."""
-
-
-class Reproduced(NamedTuple):
-    outcomes: dict[str, str]  # stage -> ran, skipped or cached
-    experiment: str | None  # the DVC experiment that records the run, if anything changed
-    seconds: dict[str, float]  # stage -> wall time of its task
-
-
-def reproduce_in(
-    root: Path,
-    requested: dict[str, Any],
-    *,
-    stages: Sequence[str] | None = None,
-    record: Literal["if changed", "always", "never"] = "if changed",
-    label: str = "",
-    stop: threading.Event | None = None,
-) -> Reproduced:
-    """Write ``requested`` into ``root``'s params, run ``stages`` (default: all) as tasks, and record
-    the result as a DVC experiment (by default, if anything changed).
-
-    ``label``: put before each task's name (``trial 2``), so the tasks of several runs tell apart.
-    ``stop``: once set, no further stage starts and nothing is recorded (:class:`RunStopped`).
-    """
-    logger = get_run_logger()
-    changed = params_update.write_params(root / DEFAULT_PARAMS_PATH, requested)
-    if changed:
-        logger.info("params.yaml: new values for %s", ", ".join(changed))
-    outcomes, seconds = {}, {}
-    for name in pipeline_stages(root) if stages is None else stages:
-        if stop is not None and stop.is_set():
-            raise RunStopped(f"stopped before stage {name!r}")
-        started = time.monotonic()
-        outcomes[name] = run_stage(root, name, label)
-        seconds[name] = time.monotonic() - started
-    if stop is not None and stop.is_set():
-        raise RunStopped("stopped after the last stage")
-    experiment = None
-    anything_changed = bool(changed) or set(outcomes.values()) != {stage.SKIPPED}
-    if record == "always" or (record == "if changed" and anything_changed):
-        experiment = workspace.record_experiment(root, f"Prefect flow run {flow_run.name}")
-        logger.info("recorded as DVC experiment %s (dvc exp show; dvc exp apply %s)", experiment, experiment)
-    return Reproduced(outcomes, experiment, seconds)
-
-
-def pipeline_stages(root: Path) -> list[str]:
-    """The stages of ``root``'s ``dvc.yaml`` in an order that runs each after its dependencies."""
-    with workspace.open_repo(root) as repo:
-        return [dvc_stage.name for dvc_stage in _ordered(repo)]
-
-
-def stages_independent_of(root: Path, keys: Iterable[str]) -> list[str]:
-    """The stages, in pipeline order, that no param in ``keys`` (``train.epochs``) reaches, directly
-    or through a stage they depend on: what every variant of those params shares."""
-    keys = list(keys)
-    with workspace.open_repo(root) as repo:
-        reached: set[PipelineStage] = set()
-        for dvc_stage in _ordered(repo):
-            params = [
-                param for dep in dvc_stage.deps if isinstance(dep, ParamsDependency) for param in dep.params
-            ]
-            touched = any(key == param or key.startswith(f"{param}.") for key in keys for param in params)
-            if touched or any(upstream in reached for upstream in repo.index.graph.successors(dvc_stage)):
-                reached.add(dvc_stage)
-        return [dvc_stage.name for dvc_stage in _ordered(repo) if dvc_stage not in reached]
-
-
-def _ordered(repo: Repo) -> list[PipelineStage]:
-    written = [dvc_stage for dvc_stage in repo.index.stages if dvc_stage.path_in_repo == "dvc.yaml"]
-    position = {dvc_stage: index for index, dvc_stage in enumerate(written)}
-    # DVC's graph points from a stage to the stages it depends on.
-    graph = repo.index.graph.subgraph(written).reverse()
-    return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
-
-
-def run_stage(root: Path, name: str, label: str = "") -> str:
-    """Run the stage's task: ``ran``, ``skipped`` or ``cached``; a failed stage raises into the flow.
-
-    An up-to-date stage's task is named ``<stage> (skipped)``: the run graph labels tasks by name.
-    """
-    reason = stage.why_it_runs(root, name)
-    run_name = f"{label} {name}".strip() + ("" if reason else f" ({stage.SKIPPED})")
-    state = reproduce_stage.with_options(name=name, task_run_name=run_name)(
-        str(root), name, reason, return_state=True
-    )
-    state.result()  # re-raises the stage's error, failing the flow with the stage named
-    return OUTCOMES[state.name]
 
 
 def publish_artifacts(

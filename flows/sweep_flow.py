@@ -52,7 +52,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import probe, reports, stage, workspace
 from flows.params_update import trial_overrides
-from flows.pipeline_flow import reproduce_in, stages_independent_of
+from flows.reproduce import reproduce_in, stages_independent_of
 from pipeline.core.params import (
     DEFAULT_PARAMS_PATH,
     ParamsError,

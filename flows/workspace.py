@@ -156,6 +156,8 @@ def isolated(
     with _claimed(parent, name) as root:
         try:
             _git("clone", "--quiet", "--no-checkout", str(source), str(root), cwd=parent)
+            if rev and rev.startswith("refs/exps/"):  # an experiment's commit: a clone has no such ref
+                _git("fetch", "--quiet", str(source), f"{rev}:{rev}", cwd=root)
             commit = resolve_commit(root, rev)
             _git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit, cwd=root)
             if changes:
@@ -219,12 +221,17 @@ def remove_abandoned(parent: Path, log: Logger) -> None:
             log.info("removed the workspace of a run that died: %s", root)
 
 
+def git_identity(root: Path) -> tuple[str, str]:
+    """The git name and email configured for ``root``, or this machine's stand-ins where none is."""
+    fallback = {"user.name": "fashion-pipeline", "user.email": f"fashion-pipeline@{socket.gethostname()}"}
+    found = {key: _git("config", key, cwd=root, check=False).stdout.strip() for key in fallback}
+    return found["user.name"] or fallback["user.name"], found["user.email"] or fallback["user.email"]
+
+
 def _give_git_identity(root: Path) -> None:
     """A local git identity where none is configured (``dvc exp save`` commits); never the global one."""
-    for key, value in (
-        ("user.name", "fashion-pipeline"),
-        ("user.email", f"fashion-pipeline@{socket.gethostname()}"),
-    ):
+    name, email = git_identity(root)
+    for key, value in (("user.name", name), ("user.email", email)):
         if _git("config", key, cwd=root, check=False).returncode != 0:
             _git("config", "--local", key, value, cwd=root)
 

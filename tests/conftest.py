@@ -26,6 +26,7 @@ import yaml
 from pipeline.core.dataset import FILE_NAMES
 from pipeline.core.params import read_raw_params
 from pipeline.core.paths import Paths
+from pipeline.review.metrics import run_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -477,9 +478,13 @@ def experiments(project: Path) -> dict[str, dict]:
         for experiment in row.get("experiments") or []:
             for revision in experiment["revs"]:
                 data = revision["data"]
+                evaluated, trained = (
+                    data["metrics"].get(f"reports/{stage}/metrics.json", {}).get("data")
+                    for stage in ("evaluate", "train")
+                )
                 found[revision["name"]] = {
                     "params": data["params"]["params.yaml"]["data"],
-                    "metrics": data["metrics"]["reports/evaluate/metrics.json"]["data"],
+                    "metrics": run_metrics(evaluated, trained),  # as the flows read a run's metrics
                 }
     return found
 

@@ -23,6 +23,7 @@ from conftest import (
     PrefectServer,
     commit_all,
     run,
+    set_params,
     snapshot,
     start_elsewhere,
     stop_process_group,
@@ -71,6 +72,7 @@ def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker_elsewher
         str(project.parent / "dvc-remote"),
         cwd=project,
     )
+    set_params(project, {"review.seeds": 2})  # the nightly's promotion runs groups of 2
     commit_all(project, "a DVC remote")
     run("git", "push", "-q", "origin", "main", cwd=project)
 
@@ -93,6 +95,7 @@ def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker_elsewher
         "overrides": {},
         "push": True,
         "project_dir": None,
+        "promote_to": "staging",
     }
     assert deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]["repository"] == str(origin)
 
@@ -136,9 +139,11 @@ def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker_elsewher
         )
     first, second = sorted(runs.values(), key=lambda flow_run: flow_run["start_time"])
     assert datetime.fromisoformat(first["end_time"]) <= datetime.fromisoformat(second["start_time"])
-    assert task_state_names(prefect_server, first["id"]) == ["Completed"] * 4  # one task per stage
+    stages = ("ingest", "preprocess", "train", "evaluate")
+    # one task per stage (the promotion's seed group adds its trials' tasks)
+    assert [task_state_names(prefect_server, first["id"]).get(name) for name in stages] == ["Completed"] * 4
     # The second run's split comes from DVC's run cache: the worker's cache, shared by its runs.
-    assert "Cached" in task_state_names(prefect_server, second["id"])
+    assert "Cached" in task_state_names(prefect_server, second["id"]).values()
     assert swept["state"]["type"] == "COMPLETED", (
         f"{swept['state']}\n{prefect_server.log_tail('worker', 120)}"
     )
@@ -165,6 +170,16 @@ def test_deployments_from_prefect_yaml_run_from_git_on_a_process_worker_elsewher
         },
     ).json()
     assert len(metrics) == 1 and "| test.accuracy |" in metrics[0]["data"]
+    # The first run gave staging its first version, the second was judged against it; the tags
+    # went to the git remote, and each run's promotion artifact says what it decided.
+    remote_tags = run("git", "ls-remote", "--tags", str(origin), cwd=project).stdout
+    assert "refs/tags/fashion-classifier@v0.0.1" in remote_tags
+    assert "refs/tags/fashion-classifier#staging#1" in remote_tags
+    decisions = prefect_server.api(
+        "POST", "/artifacts/filter", json={"artifacts": {"key": {"any_": ["fashion-promotion"]}}}
+    ).json()
+    texts = [artifact["data"] for artifact in decisions]
+    assert any("staging assigned" in text and "without a comparison" in text for text in texts), texts
 
 
 def trigger(server: PrefectServer, cwd: Path, deployment: str = DEPLOYMENT, *args: str) -> str:
@@ -173,9 +188,10 @@ def trigger(server: PrefectServer, cwd: Path, deployment: str = DEPLOYMENT, *arg
     return re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)
 
 
-def task_state_names(server: PrefectServer, flow_run_id: str) -> list[str]:
+def task_state_names(server: PrefectServer, flow_run_id: str) -> dict[str, str]:
+    """Each task run's state name, by task run name."""
     task_runs = server.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})
-    return sorted(run["state"]["name"] for run in task_runs.json())
+    return {run["name"]: run["state"]["name"] for run in task_runs.json()}
 
 
 def test_flows_schedule_serves_the_branch_on_its_cron_and_serve_is_its_deprecated_alias(

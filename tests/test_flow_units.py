@@ -80,7 +80,7 @@ def test_a_temporary_server_of_this_package_sends_no_telemetry() -> None:
 
 
 def test_stage_order_comes_from_dvc_yaml(project: Path) -> None:
-    from flows.pipeline_flow import pipeline_stages
+    from flows.reproduce import pipeline_stages
 
     assert pipeline_stages(project) == ["ingest", "preprocess", "train", "evaluate"]
 

@@ -3,6 +3,12 @@ by more than the cap; the first version of a stage without a comparison."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import registry
 from pipeline.review.promotion import decide
 from pipeline.review.seed_groups import Run
 
@@ -57,3 +63,48 @@ def test_worse_and_the_same_configuration_are_refused() -> None:
     assert not worse.assign and ": worse, so prod keeps its version" in worse.reason
     same = decide(PROD, group("a", [0.880]), "prod", 0.02)
     assert not same.assign and "same configuration" in same.reason
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_two_promotions_at_once_one_wins_and_the_other_is_left_without_tags(tmp_path) -> None:
+    """Both made the same tag names; the second push is refused whole and its tags are deleted."""
+    git("init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git"), cwd=tmp_path)
+    clones = []
+    for name in ("a", "b"):
+        clone = tmp_path / name
+        git("clone", "-q", str(tmp_path / "origin.git"), str(clone), cwd=tmp_path)
+        git(
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            name,
+            cwd=clone,
+        )
+        for tag in ("m@v0.0.1", "m#prod#1"):
+            git(
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "tag",
+                "-a",
+                "-m",
+                name,
+                tag,
+                cwd=clone,
+            )
+        clones.append(clone)
+    assert registry.push(clones[0], ["m@v0.0.1", "m#prod#1"])
+    with pytest.raises(registry.RegistryError, match="the tag moved: origin refused m@v0.0.1, m#prod#1"):
+        registry.push(clones[1], ["m@v0.0.1", "m#prod#1"])
+    assert git("tag", "--list", cwd=clones[1]) == ""  # nothing half-written here
+    assert set(git("ls-remote", "--tags", "origin", cwd=clones[0]).split()) >= {"refs/tags/m@v0.0.1"}
+    assert not registry.push(tmp_path / "a", [], remote="nowhere")  # no such remote: nothing to push

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import registry
 from pipeline.commands.project import enter_project, open_project
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError
@@ -329,13 +330,19 @@ def read_revisions(paths: Paths, base: str) -> Revisions:
     target, trained = (path.relative_to(paths.root.absolute()).as_posix() for path in files)
     try:
         with Repo(str(paths.root)) as repo:
-            base_commit = repo.scm.resolve_rev(base)
+            # a registry entry (fashion-classifier#prod, fashion-classifier@v1.2.0) or a git revision
+            entry = registry.resolve(paths.root, base)
+            base_rev = entry or base
+            base_commit = repo.scm.resolve_rev(base_rev)
             shown = repo.metrics.show(
-                targets=[str(path) for path in files], revs=[base], hide_workspace=False, on_error="return"
+                targets=[str(path) for path in files],
+                revs=[base_rev],
+                hide_workspace=False,
+                on_error="return",
             )
-            old = _metrics_of(shown, base, target, trained, f"base {base!r}")
+            old = _metrics_of(shown, base_rev, target, trained, f"base {base!r}")
             new = _metrics_of(shown, "workspace", target, trained, "the workspace")
-            params = param_changes(repo.params.diff(a_rev=base).get("diff", {}))
+            params = param_changes(repo.params.diff(a_rev=base_rev).get("diff", {}))
             stale = sorted(repo.status())
             base_fs = repo.scm.get_fs(base_commit)
             # where DVCLive keeps them, or, at a revision from before it, where evaluate wrote them
@@ -344,7 +351,7 @@ def read_revisions(paths: Paths, base: str) -> Revisions:
             found = [path for path in found if base_fs.exists(path)]
             base_table = json.loads(base_fs.read_text(found[0])) if found else None
             groups = read_groups(repo, paths, base_commit)
-    except (DvcException, SCMError) as exc:
+    except (DvcException, SCMError, registry.RegistryError) as exc:
         raise ReportError(f"cannot compare with {base!r}: {exc}") from None
     new_table = json.loads(paths.per_class_json.read_text()) if paths.per_class_json.is_file() else None
     return Revisions(
@@ -392,7 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Markdown review of the workspace's metrics, params and plots against a git revision.",
     )
     parser.add_argument("--params", type=Path, help="params file (default: the project's params.yaml)")
-    parser.add_argument("--base", default="main", help="git revision to compare with (default: main)")
+    parser.add_argument(
+        "--base",
+        default="main",
+        help="git revision, or registry entry (fashion-classifier#prod, fashion-classifier@v1.2.0), to "
+        "compare with (default: main)",
+    )
     parser.add_argument("--output", type=Path, help="write the Markdown here (default: stdout)")
     parser.add_argument(
         "--image-base-url", help="URL prefix for the PNG links (default: paths relative to --output)"

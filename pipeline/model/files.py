@@ -129,18 +129,21 @@ def _check_declared_sizes(archive: zipfile.ZipFile, path: Path) -> None:
         )
 
 
-def save_keras(model: keras.Model, target: Path, class_names: tuple[str, ...]) -> None:
-    """Write ``model`` as a ``.keras`` file with ``class_names`` in its metadata, atomically.
+def save_keras(
+    model: keras.Model, target: Path, class_names: tuple[str, ...], trained_on: str | None = None
+) -> None:
+    """Write ``model`` as a ``.keras`` file with ``class_names`` (and the machine it was
+    ``trained_on``, which the registry's lineage names) in its metadata, atomically.
 
     Keras stamps the save time into the metadata and the zip entries; both are fixed here, so the
     same model gives the same bytes.
     """
     with atomic.atomic_path(target) as tmp:
         model.save(tmp)
-        atomic.write_bytes(tmp, _reproducible(tmp.read_bytes(), class_names))
+        atomic.write_bytes(tmp, _reproducible(tmp.read_bytes(), class_names, trained_on))
 
 
-def _reproducible(keras_zip: bytes, class_names: tuple[str, ...]) -> bytes:
+def _reproducible(keras_zip: bytes, class_names: tuple[str, ...], trained_on: str | None = None) -> bytes:
     output = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(keras_zip)) as source, zipfile.ZipFile(output, "w") as target:
         for entry in source.infolist():
@@ -149,6 +152,8 @@ def _reproducible(keras_zip: bytes, class_names: tuple[str, ...]) -> bytes:
                 metadata = json.loads(content)
                 metadata.pop("date_saved", None)
                 metadata["class_names"] = list(class_names)
+                if trained_on:
+                    metadata["trained_on"] = trained_on
                 content = json.dumps(metadata, indent=2, sort_keys=True).encode()
             info = zipfile.ZipInfo(entry.filename, date_time=_FIXED_ZIP_TIME)
             info.compress_type = entry.compress_type

@@ -9,6 +9,7 @@ import inspect
 import logging
 import math
 import os
+import platform
 import re
 import sys
 import time
@@ -60,7 +61,18 @@ def training_device(precision: str = "float32") -> str:
         return f"{device} ({card}; {len(gpus)} GPU(s) visible), {precision}"
     if precision == "mixed_float16":
         log.warning("train.model.cnn.precision mixed_float16 without a GPU: float16 on a CPU is slow")
-    return f"the CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow), {precision}"
+    return f"the CPU ({_cpu_name()}, {os.cpu_count()} cores; no GPU visible to TensorFlow), {precision}"
+
+
+def _cpu_name() -> str:
+    """The CPU's model name, as ``lscpu`` gives it (Linux), else the platform's word for it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def make_optimizer(

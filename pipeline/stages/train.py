@@ -44,11 +44,12 @@ def run(paths: Paths, params: TrainParams) -> pd.DataFrame:
             "model %s: %s parameters, %d layers", model.name, f"{model.count_params():,}", len(model.layers)
         )
         model.summary(print_fn=log.debug)
-        log.info("training on %s", training.training_device(params.model.precision))
+        device = training.training_device(params.model.precision)
+        log.info("training on %s", device)
         with logs.live_log(paths.train_live_dir) as live, atomic_path(paths.model) as checkpoint:
             history = training.fit(model, train, val, params, checkpoint, live)
             best_model = training.check_converged(history, checkpoint, params.learning_rate)
-            files.save_keras(best_model, paths.keras_model, CLASS_NAMES)
+            files.save_keras(best_model, paths.keras_model, CLASS_NAMES, trained_on=device)
             row = history.loc[history["val_loss"].idxmin()]
             best = {
                 "epoch": int(row["epoch"]),
