@@ -82,7 +82,14 @@ SERVER_FIXTURES = {"prefect_api", "prefect_server"}
 # Modules of one or two tests that take minutes each (measured: --durations): they start first, so
 # that no worker is left with one of them while the others are done (``--dist loadscope`` hands out
 # whole modules in collection order).
-LONGEST_MODULES = ("test_workflow_runs.py", "test_seed_groups.py", "test_bench.py", "test_remote_workers.py")
+LONGEST_MODULES = (
+    "test_workflow_runs.py",
+    "test_seed_groups.py",
+    "test_bench.py",
+    "test_remote_workers.py",
+    "test_registry.py",
+    "test_deployment.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
