@@ -81,9 +81,22 @@ def seed_group(project: Path, rev: str, seeds: int | None, **where: Any) -> list
     paths = Paths(project)
     with workspace.open_repo(project) as repo:
         runs = [run for run in experiment_runs(repo, paths) if run.label in names]
-        own = revision_run(repo, paths, rev)
-    first = own or (runs[0] if runs else None)
+    first = recorded_run(project, rev) or (runs[0] if runs else None)
     return group_of(first, runs) if first else []
+
+
+def recorded_run(project: Path, rev: str) -> Run | None:
+    """The run ``rev`` records (its ``dvc.lock`` and metrics), or None."""
+    with workspace.open_repo(project) as repo:
+        return revision_run(repo, Paths(project), rev)
+
+
+def recorded_group(project: Path, own: Run | None) -> list[Run]:
+    """``own`` and the project's experiments of its configuration, one per seed: nothing is run."""
+    if own is None:
+        return []
+    with workspace.open_repo(project) as repo:
+        return group_of(own, experiment_runs(repo, Paths(project)))
 
 
 @flow(name="fashion-promote")
@@ -146,14 +159,24 @@ def promote(
     review = validate_params(
         parse_raw_params(workspace.committed_params(project, candidate.commit), "params.yaml")
     ).review
-    group = seed_group(project, candidate.rev, seeds, **where)
-    held_group = seed_group(project, held.commit, seeds, **where) if held else None
-    decision = decide(held_group, group, stage, review.max_class_f1_drop)
     identity = workspace.git_identity(project)
-    if force and not decision.assign:
+    own, held_own = recorded_run(project, candidate.rev), recorded_run(project, held.commit) if held else None
+    if force:  # no comparison to make: the runs already recorded are the lineage's group
+        group = recorded_group(project, own)
+        why = f"{stage} held {held.version}" if held else f"{stage} held no version"
+        decision = Decision(True, f"forced by {identity[0]} <{identity[1]}> ({why})")
+    elif held and own and held_own and own.configuration == held_own.configuration:
+        group = []  # nothing to run: no difference between them can be the change's
         decision = Decision(
-            True, f"forced by {identity[0]} <{identity[1]}> against the rule: {decision.reason}"
+            False, f"the same configuration as {stage}'s {held.version}: no change to promote"
         )
+    elif held is None and dry_run:
+        group = []
+        decision = Decision(True, f"{stage} holds no version yet: its first is assigned without a comparison")
+    else:
+        group = seed_group(project, candidate.rev, seeds, **where)
+        held_group = seed_group(project, held.commit, seeds, **where) if held else None
+        decision = decide(held_group, group, stage, review.max_class_f1_drop)
     logger.info("%s: %s", "assign" if decision.assign else "refused", decision.reason)
     tags: list[str] = []
     if decision.assign and not dry_run:
