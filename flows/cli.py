@@ -242,12 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check_promotion(project: Path, args: argparse.Namespace) -> None:
     """The stage, the declared model, the candidate and (to tag) the DVC remote, before any server."""
     from flows import workspace
-    from flows.promote_flow import candidate_of
+    from flows.promote_flow import candidate_of, require_trained
     from pipeline import registry
 
     registry.check_stage(args.stage)
-    registry.declared_model(project)
-    candidate_of(project, args.rev, args.exp)
+    model = registry.declared_model(project)
+    require_trained(project, candidate_of(project, args.rev, args.exp), model.path)
     if not args.dry_run:
         workspace.require_dvc_remote(project, "promote", "set one and push, or use --dry-run")
 

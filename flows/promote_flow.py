@@ -149,6 +149,7 @@ def promote(
     registry.check_stage(stage)
     model = registry.declared_model(project)
     candidate = candidate_of(project, rev, exp)
+    require_trained(project, candidate, model.path)
     held = registry.stage_version(project, model.name, stage)
     if held and held.commit == candidate.commit and not force:
         reason = f"{stage} already holds {model.name} {held.version}, {candidate.label}: nothing to do"
@@ -241,20 +242,46 @@ def check_in_remote(project: Path, held: registry.Version, path: str, stage: str
         )
 
 
+def require_trained(project: Path, candidate: Candidate, path: str) -> None:
+    """``candidate``'s ``dvc.lock`` must record ``path``, trained with the ``params.yaml`` beside it:
+    a version's tag fetches the model its lineage describes, never a stale one."""
+    stages = _committed_yaml(project, candidate.commit, "dvc.lock").get("stages", {})
+    if model_md5(project, candidate.commit, path) is None:
+        raise RegistryError(
+            f"{candidate.label} records no {path} in its dvc.lock: nothing was trained there; "
+            "`dvc repro`, commit, then promote"
+        )
+    params = _committed_yaml(project, candidate.commit, "params.yaml")
+    stale = sorted(
+        f"{section} (dvc.lock {recorded!r}, params.yaml {params.get(section)!r})"
+        for stage in stages.values()
+        for section, recorded in ((stage.get("params") or {}).get("params.yaml") or {}).items()
+        if params.get(section) != recorded
+    )
+    if stale:
+        raise RegistryError(
+            f"{candidate.label}'s dvc.lock is stale: its model was trained with other params than its "
+            f"params.yaml ({stale[0]}); `dvc repro`, commit, then promote"
+        )
+
+
 def model_md5(project: Path, commit: str, path: str) -> str | None:
     """The md5 ``dvc.lock`` records at ``commit`` for the output ``path``."""
-    from ruamel.yaml import YAML
-
-    shown = subprocess.run(
-        ["git", "show", f"{commit}:dvc.lock"], cwd=project, capture_output=True, text=True, check=False
-    )
-    if shown.returncode != 0:
-        return None
-    for stage in (YAML(typ="safe").load(shown.stdout) or {}).get("stages", {}).values():
+    for stage in _committed_yaml(project, commit, "dvc.lock").get("stages", {}).values():
         for out in stage.get("outs", []):
             if out.get("path") == path:
                 return out.get("md5")
     return None
+
+
+def _committed_yaml(project: Path, commit: str, name: str) -> dict[str, Any]:
+    """The YAML file ``name`` at ``commit`` ({} where the commit has none)."""
+    from ruamel.yaml import YAML
+
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:{name}"], cwd=project, capture_output=True, text=True, check=False
+    )
+    return (YAML(typ="safe").load(shown.stdout) or {}) if shown.returncode == 0 else {}
 
 
 def lineage_text(
@@ -296,11 +323,6 @@ def _params_diff(project: Path, held: registry.Version | None, candidate: Candid
 
 
 def _dataset_checksums(project: Path, commit: str) -> str:
-    from ruamel.yaml import YAML
-
     spec = Paths(Path(".")).dataset_spec.as_posix()
-    shown = subprocess.run(
-        ["git", "show", f"{commit}:{spec}"], cwd=project, capture_output=True, text=True, check=False
-    )
-    checksums = (YAML(typ="safe").load(shown.stdout) or {}).get("sha256", {}) if shown.returncode == 0 else {}
+    checksums = _committed_yaml(project, commit, spec).get("sha256", {})
     return json.dumps(checksums, sort_keys=True) if checksums else "unknown"

@@ -8,14 +8,24 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+import yaml
 from test_remote_workers import listening, wait_for
 
-from conftest import commit_all, dvc, free_port, run, start_elsewhere, stop_process_group, unshare_works
-from flows.promote_flow import fashion_promote
+from conftest import (
+    commit_all,
+    dvc,
+    free_port,
+    run,
+    start_elsewhere,
+    stop_process_group,
+    unshare_works,
+)
+from flows.promote_flow import fashion_promote, model_md5
 from pipeline import registry
 from test_remote import BUCKET, S3_CREDENTIALS, s3_running
 
@@ -52,12 +62,22 @@ def origin(tmp_path: Path, reproduced: Path) -> Iterator[tuple[Path, str, str]]:
             stop_process_group(daemon)
 
 
-def promote(project: Path, **arguments) -> dict:
+def promote(project: Path, seeds: int = 2, **arguments) -> dict:
     state = fashion_promote(
-        seeds=2, in_process=True, project_dir=str(project), return_state=True, **arguments
+        seeds=seeds, in_process=True, project_dir=str(project), return_state=True, **arguments
     )
     assert state.is_completed(), state.message
     return state.result()
+
+
+def commit_run(project: Path, message: str, change: Callable[[dict], None]) -> None:
+    """Change ``train``'s params, reproduce, commit and push: a new version's candidate."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    change(params["train"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc("repro", cwd=project)
+    commit_all(project, message)
+    run("git", "push", "-q", "origin", "main", cwd=project)
 
 
 def tags(project: Path, remote: bool = False) -> set[str]:
@@ -73,7 +93,7 @@ def held(project: Path, stage: str) -> str | None:
     return version.version if version else None
 
 
-def test_promotion_registers_refuses_the_same_configuration_forces_rolls_back_and_fetches_by_stage(
+def test_promotion_beyond_seed_noise_only_forced_rolled_back_and_fetched_by_stage(
     origin: tuple[Path, str, str], prefect_api: str, tmp_path: Path
 ) -> None:
     project, url, endpoint = origin
@@ -89,17 +109,41 @@ def test_promotion_registers_refuses_the_same_configuration_forces_rolls_back_an
     assert f"commit {first_commit[:7]}" in lineage and "test.accuracy over 2 seed(s): " in lineage
     assert "dataset sha256: {" in lineage and "trained on: the CPU (" in lineage, lineage
 
+    # A change within seed noise is refused, naming the interval.
+    commit_run(project, "less dropout", lambda train: train["model"]["dense"].update(dropout=0.25))
+    within = promote(project, stage="staging")
+    assert not within["assigned"] and "within seed noise, so staging keeps its version" in within["reason"]
+    assert "95% interval" in within["reason"] and "2 seeds against 2 seeds" in within["reason"]
+    assert tags(project) == set(first["tags"])
+
+    # The stage's version must be fetchable: with its model gone from the remote, nothing happens.
+    boto3.resource("s3", endpoint_url=endpoint).Bucket(BUCKET).objects.filter(Prefix="registry/").delete()
+    missing = fashion_promote(seeds=2, in_process=True, project_dir=str(project), return_state=True)
+    assert missing.is_failed() and "v0.0.1 (commit" in missing.message, missing.message
+    assert "is not in the DVC remote" in missing.message and "dvc push" in missing.message
+    dvc("push", "--all-commits", cwd=project)
+
+    # A change beyond seed noise is assigned, its params' diff in its lineage (3 seeds a side: with
+    # 2, Welch's t has one degree of freedom and its interval spans +-12.7 standard errors).
+    commit_run(project, "longer training", lambda train: train.update(epochs=15))
+    beyond = promote(project, seeds=3, stage="staging")
+    beyond_commit = run("git", "rev-parse", "HEAD", cwd=project).stdout.strip()
+    assert beyond["assigned"] and beyond["reason"].endswith("beyond seed noise"), beyond["reason"]
+    assert held(project, "staging") == "v0.0.2" and tags(project, remote=True) == tags(project)
+    lineage = run("git", "tag", "--list", "--format=%(contents)", f"{MODEL}@v0.0.2", cwd=project).stdout
+    assert "params changed since v0.0.1: train.epochs 3 -> 15" in lineage, lineage
+
     # A commit that changes nothing the model depends on: refused in one line, nothing tagged.
     (project / "NOTES.md").write_text("a note\n")
     commit_all(project, "a note")
     run("git", "push", "-q", "origin", "main", cwd=project)
     same = promote(project, stage="staging")
     assert not same["assigned"] and "same configuration" in same["reason"]
-    assert tags(project) == set(first["tags"]) and held(project, "staging") == "v0.0.1"
+    assert held(project, "staging") == "v0.0.2"
 
     # Forced: assigned all the same, and the tag says who forced it.
     forced = promote(project, stage="staging", force=True)
-    assert forced["assigned"] and held(project, "staging") == "v0.0.2"
+    assert forced["assigned"] and held(project, "staging") == "v0.0.3"
     who = run("git", "config", "user.name", cwd=project).stdout.strip()
     assignment = run("git", "tag", "--list", "--format=%(contents)", forced["tags"][-1], cwd=project).stdout
     assert f"forced by {who}" in assignment
@@ -118,42 +162,19 @@ def test_promotion_registers_refuses_the_same_configuration_forces_rolls_back_an
     )
     assert report.returncode == 0 and "test.accuracy" in report.stdout, report.stderr
 
-    # Another machine with git and S3 only fetches the stage's model by name.
+    # Another machine with git and S3 only fetches the models by stage and by version.
     if not unshare_works():
         pytest.skip("the kernel refuses unshare --mount here: no process can hide this machine's files")
     home = tmp_path / "elsewhere"
     home.mkdir()
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(home), "DVC_NO_ANALYTICS": "1"}
-    fetch = [
-        sys.executable,
-        "-m",
-        "dvc",
-        "artifacts",
-        "get",
-        url,
-        MODEL,
-        "--stage",
-        "staging",
-        "-o",
-        "got.keras",
-    ]
+    get = f"{sys.executable} -m dvc artifacts get {url} {MODEL}"
+    fetch = ["bash", "-c", f"{get} --stage staging -o staging.keras && {get} --rev v0.0.2 -o v0.0.2.keras"]
     log = home / "fetch.log"
     process = start_elsewhere(fetch, hidden=[project], env=env | S3_CREDENTIALS, cwd=home, log=log)
     assert process.wait(timeout=120) == 0, log.read_text()
-    expected = run(
-        "dvc",
-        "get",
-        ".",
-        "models/model.keras",
-        "--rev",
-        first_commit,
-        "-o",
-        str(tmp_path / "v1"),
-        cwd=project,
-    )
-    assert expected.returncode == 0
-    digest = [hashlib.sha256(path.read_bytes()).hexdigest() for path in (home / "got.keras", tmp_path / "v1")]
-    assert digest[0] == digest[1]
+    for got, commit in ((home / "staging.keras", first_commit), (home / "v0.0.2.keras", beyond_commit)):
+        assert hashlib.md5(got.read_bytes()).hexdigest() == model_md5(project, commit, "models/model.keras")
     assert endpoint in (project / ".dvc/config").read_text()  # the endpoint came with the commit
 
 
@@ -177,6 +198,14 @@ def test_bad_promotions_are_one_line_and_change_nothing(reproduced: Path) -> Non
     assert "no experiment 'nope'" in refused("--exp", "nope", "--dry-run")
     assert "is not a commit" in refused("--rev", "no-such-branch", "--dry-run")
     assert "no DVC remote is set" in refused("--stage", "staging")
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    params["train"]["epochs"] += 1
+    (reproduced / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit_all(reproduced, "params that no run trained")
+    assert "dvc.lock is stale: its model was trained with other params" in refused("--dry-run")
+    run("git", "rm", "-q", "dvc.lock", cwd=reproduced)
+    commit_all(reproduced, "no lock")
+    assert "records no models/model.keras in its dvc.lock" in refused("--dry-run")
     (reproduced / "params.yaml").write_text((reproduced / "params.yaml").read_text() + "\n")
     assert "uncommitted changes" in refused("--dry-run")
     with pytest.raises(registry.RegistryError, match="not GTO's format"):
