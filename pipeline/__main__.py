@@ -13,6 +13,7 @@ from pipeline.core.stage_cli import STAGES
 
 COMMANDS = {
     "predict": "predict",
+    "serve": "serve",
     "report": "report",
     "plots": "plots",
     "restore": "restore",

@@ -181,6 +181,24 @@ def push(project: Path, tags: list[str], remote: str = "origin") -> bool:
     return True
 
 
+def fetch_tags(project: Path, remote: str = "origin") -> None:
+    """The registry's tags from ``remote``, where the project has one: promotions made elsewhere."""
+    if _git("remote", "get-url", remote, cwd=project).returncode != 0:
+        return
+    fetched = _git("fetch", "--quiet", "--tags", remote, cwd=project)
+    if fetched.returncode != 0:
+        reason = " ".join(fetched.stderr.split()) or f"git exited {fetched.returncode}"
+        raise RegistryError(
+            f"git fetch --tags {remote} failed, so the registry may be behind: {reason[:200]}"
+        )
+
+
+def lineage_line(project: Path, artifact: str, version: str, topic: str) -> str | None:
+    """What the version's lineage says about ``topic`` (``test.accuracy`` gives the seed group's)."""
+    message = _git("tag", "--list", "--format=%(contents)", f"{artifact}@{version}", cwd=project).stdout
+    return next((line.strip() for line in message.splitlines() if line.startswith(f"{topic} ")), None)
+
+
 def trained_on(project: Path, commit: str, path: str) -> str | None:
     """The training machine that ``model.keras``'s ``metadata.json`` names at ``commit``."""
     import dvc.api

@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Seconds per smoke run on 2 loaded cores: tutorial_runs 35, models 160, sweep 190, speed 200.
+# Seconds per smoke run on 2 loaded cores: tutorial_runs 35, serve 60, models 160, sweep 190, speed 200.
 SMOKE_TIMEOUT_S = 900
 
 # Each script's tables in order: the header's start, and the start of each row's first cell.
@@ -43,6 +43,19 @@ TABLES: dict[str, list[tuple[str, list[str]]]] = {
         ("| CPU kernels (cnn preset", ["TensorFlow's own", "oneDNN"]),
     ],
     "tutorial_runs": [("| run | tutorial val acc | ours val acc |", ["softmax only"])],
+    "serve": [
+        (
+            "| contender | images/s | p50 (ms) | p99 (ms) |",
+            [
+                "serve, 1 client",
+                "serve, 8 client",
+                "serve, 32 client",
+                "predict, one process per image",
+                "predict, one call on",
+            ],
+        ),
+        ("| server | resident memory (MiB) |", ["1 worker(s)"]),
+    ],
     "sweep": [
         (
             "| contender | wall time (s) |",
@@ -93,7 +106,7 @@ def smoke(script: str, env: dict[str, str] | None = None) -> None:
 
 
 @pytest.mark.timeout(SMOKE_TIMEOUT_S)
-@pytest.mark.parametrize("script", ["models", "tutorial_runs"])
+@pytest.mark.parametrize("script", ["models", "tutorial_runs", "serve"])
 def test_bench_smoke(script: str) -> None:
     smoke(script)
 

@@ -19,14 +19,15 @@ import pytest
 from PIL import Image
 
 from conftest import processed, run
-from pipeline.commands import predict as predict_command
-from pipeline.commands.predict import MAX_INPUT_BYTES, image_to_pixels, read_inputs
+from pipeline import inputs as input_files
+from pipeline.commands.predict import PROGRESS_FROM_FILES
 from pipeline.commands.predict import run as predict
 from pipeline.core.dataset import CLASS_NAMES, InputError, as_pixels
 from pipeline.core.idx import encode_idx
 from pipeline.core.params import load_params
 from pipeline.core.paths import Paths
 from pipeline.core.splits import load_split
+from pipeline.inputs import MAX_INPUT_BYTES, image_to_pixels, read_inputs
 
 JSON_KEYS = {"path", "index", "class", "label", "probability", "top_k"}
 
@@ -251,7 +252,7 @@ class Terminal(io.StringIO):
 def test_many_inputs_show_a_progress_bar_on_a_terminal_and_the_same_lines(
     tmp_path, trained, test_split, capsys, monkeypatch
 ) -> None:
-    count = predict_command.PROGRESS_FROM_FILES
+    count = PROGRESS_FROM_FILES
     (folder := tmp_path / "many").mkdir()
     inputs = []
     for index in range(count):
@@ -389,7 +390,7 @@ def test_a_hostile_input_is_refused_before_it_expands(hostile_inputs, name) -> N
 
 
 def test_an_input_of_too_many_images_is_refused(tmp_path, test_split, monkeypatch) -> None:
-    monkeypatch.setattr(predict_command, "MAX_IMAGES_PER_INPUT", 2)
+    monkeypatch.setattr(input_files, "MAX_IMAGES_PER_INPUT", 2)
     np.save(tmp_path / "three.npy", test_split.x[:3])
     with pytest.raises(InputError, match=r"three\.npy: refused, 3 images; one input may hold 2"):
         read_inputs(tmp_path / "three.npy")
