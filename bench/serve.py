@@ -4,10 +4,11 @@ Real data (the Debian ``dataset-fashion-mnist`` package or a reachable mirror): 
 project runs its default pipeline (the dense net), then its server answers PNGs of the test split,
 one image per request, from 1, 8 and 32 concurrent clients on keep-alive connections (threads of
 this process, on the same cores: run it on an idle machine). The anchors are ``predict`` run once
-per image and one ``predict`` call on all the images. Prints two Markdown tables: images per second
+per image and one ``predict`` call on all 10,000 test images; ``python -m flows classify`` takes a
+folder of the same 10,000 PNGs. Prints two Markdown tables: images per second
 with p50 and p99 latency, and the server's resident memory.
 
-    python bench/serve.py                 # about 4 minutes on 2 CPU cores (the training included)
+    python bench/serve.py                 # about 5 minutes on 2 CPU cores (the training included)
     python bench/serve.py --workers 2     # the server with two processes
     python bench/serve.py --smoke         # every measurement once, on tiny synthetic data: does it run?
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
-from scratch import REPO_ROOT, bench_project
+from scratch import REPO_ROOT, bench_project, prefect_server
 
 from pipeline.core.paths import Paths
 from pipeline.core.splits import load_split
@@ -109,6 +110,20 @@ def predict_rate(model: Path, files: list[Path], one_call: bool) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
+def classify_rate(model: Path, folder: Path, count: int, env: dict[str, str]) -> float:
+    """Images per second of ``python -m flows classify`` on ``folder`` (a Prefect server running)."""
+    command = [sys.executable, "-m", "flows", "classify", str(folder), "--model", str(model)]
+    started = time.perf_counter()
+    subprocess.run(
+        [*command, "--out", str(folder.parent / "predictions.csv")],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return count / (time.perf_counter() - started)
+
+
 def percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(share * 100) - 1]
 
@@ -119,7 +134,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="requests per client count")
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data, few requests")
     args = parser.parse_args()
-    requests, per_image, batch = (64, 2, 20) if args.smoke else (args.requests, 10, 1_000)
+    requests, per_image, batch = (64, 2, 20) if args.smoke else (args.requests, 10, 10_000)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as scratch:
         overrides = {"train.epochs": 2, "train.model.dense.hidden_units": [16]} if args.smoke else None
         project = bench_project(Path(scratch) / "project", smoke=args.smoke, overrides=overrides)
@@ -127,10 +142,11 @@ def main() -> None:
         paths = Paths(project)
         images = load_split(paths.split("test")).x[:batch]
         files = []
+        (Path(scratch) / "images").mkdir()
         for index, pixels in enumerate(images):
             buffer = io.BytesIO()
             Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "PNG")
-            (file := Path(scratch) / f"{index}.png").write_bytes(buffer.getvalue())
+            (file := Path(scratch) / "images" / f"{index}.png").write_bytes(buffer.getvalue())
             files.append(file)
         bodies = [file.read_bytes() for file in files]
         server, port = start_server(paths.keras_model, args.workers, Path(scratch) / "server.log")
@@ -149,6 +165,9 @@ def main() -> None:
             ("predict, one process per image", predict_rate(paths.keras_model, files[:per_image], False)),
             (f"predict, one call on {len(files)} images", predict_rate(paths.keras_model, files, True)),
         ]
+        with prefect_server(Path(scratch) / "prefect-home") as env:
+            rate = classify_rate(paths.keras_model, Path(scratch) / "images", len(files), env)
+            anchors.append((f"flows classify, a folder of {len(files)} images", rate))
     command = f"python bench/serve.py --workers {args.workers}"
     print("| contender | images/s | p50 (ms) | p99 (ms) | command |")
     print("|---|---|---|---|---|")
@@ -156,7 +175,8 @@ def main() -> None:
         p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
         print(f"| {name} | {rate:.0f} | {p50:.1f} | {p99:.1f} | `{command}` |")
     for name, rate in anchors:
-        print(f"| {name} | {rate:.1f} | | | `python -m pipeline predict` |")
+        tool = "flows classify" if name.startswith("flows") else "pipeline predict"
+        print(f"| {name} | {rate:.1f} | | | `python -m {tool}` |")
     print()
     print("| server | resident memory (MiB) |")
     print("|---|---|")

@@ -10,6 +10,7 @@ python -m flows sweep -S train.epochs=10,20 --workers 2   # every combination, a
 python -m flows seeds --seeds 5 --override train.epochs=5 # one configuration over 5 seeds: its spread
 python -m flows schedule --cron "0 2 * * *"               # runs of the current branch, on a schedule
 python -m flows promote --rev main --stage prod           # register main's model; prod only beyond seed noise
+python -m flows classify incoming/ --stage prod           # every image under a folder, into predictions.csv
 """
 
 from __future__ import annotations
@@ -184,6 +185,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     promote.add_argument("--force", action="store_true", help="assign even against the rule (recorded)")
     promote.add_argument("--dry-run", action="store_true", help="decide and say why; tag nothing")
+    classify = commands.add_parser(
+        "classify", help="classify every image under a folder with a stage's model, into a CSV"
+    )
+    classify.add_argument("folder", type=Path, metavar="FOLDER", help="the images, found recursively")
+    classify.add_argument("--project-dir", type=Path, default=Path("."), help="the DVC project (default: .)")
+    model = classify.add_mutually_exclusive_group()
+    model.add_argument("--stage", default="prod", help="the registry stage to use (default: prod)")
+    model.add_argument("--model", type=Path, help="a .keras file instead of the registry's")
+    classify.add_argument(
+        "--out", type=Path, default=Path("predictions.csv"), help="the CSV (default: predictions.csv)"
+    )
+    classify.add_argument(
+        "--chunk-files", type=positive, default=256, metavar="N", help="files per task (default: 256)"
+    )
+    on_cluster = classify.add_mutually_exclusive_group()
+    on_cluster.add_argument("--workers", type=positive, help="local Dask worker processes (default: none)")
+    on_cluster.add_argument(
+        "--dask-address", metavar="ADDRESS", help="a running Dask scheduler whose workers see FOLDER"
+    )
     schedule = commands.add_parser(
         "schedule",
         aliases=["serve"],  # its name until 2026-12: it read like serving the model
@@ -212,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_params(project, args.rev, {**overrides, **trial}, origins)
         if args.command == "promote":
             check_promotion(project, args)
+        if args.command == "classify":
+            check_classify(project, args)
         if args.command in ("run", "sweep", "seeds") and args.push and not (args.rev or args.source):
             # The checkout's DVC config is the run's; another revision's the flow checks in its workspace.
             from dvc.exceptions import DvcException  # DVC's import: only with --push
@@ -224,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise RuntimeError(f"--push: {project}: {exc}") from None
     except (PipelineError, RuntimeError, OSError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    if args.command not in ("schedule", "promote") and args.params:
+    if args.command in ("run", "sweep", "seeds") and args.params:
         print(
             f"{args.params}: its values for {', '.join(sorted(overrides))} are used as overrides",
             file=sys.stderr,
@@ -252,8 +274,22 @@ def check_promotion(project: Path, args: argparse.Namespace) -> None:
         workspace.require_dvc_remote(project, "promote", "set one and push, or use --dry-run")
 
 
+def check_classify(project: Path, args: argparse.Namespace) -> None:
+    """The folder, and the model file or the stage and the declared model, before any server."""
+    from pipeline import registry
+
+    if not args.folder.is_dir():
+        raise RuntimeError(f"{args.folder}: no such folder")
+    if args.model:
+        if not args.model.is_file():
+            raise RuntimeError(f"{args.model}: no such model file")
+        return
+    registry.check_stage(args.stage)
+    registry.declared_model(project)
+
+
 def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, Any]) -> int:
-    """Run, sweep, seeds, promote or schedule, against the Prefect API of this command."""
+    """Run, sweep, seeds, promote, classify or schedule, against the Prefect API of this command."""
     from flows.pipeline_flow import fashion_pipeline
 
     if args.command == "promote":
@@ -269,6 +305,21 @@ def run_command(args: argparse.Namespace, project: Path, overrides: dict[str, An
             workers=args.workers,
             dask_address=args.dask_address,
             in_process=args.in_process,
+            project_dir=str(project),
+            return_state=True,
+        )
+        return 0 if state.is_completed() else 1
+    if args.command == "classify":
+        from flows.classify_flow import fashion_classify
+
+        state = fashion_classify(
+            folder=str(args.folder),
+            out=str(args.out),
+            stage=args.stage,
+            model=str(args.model) if args.model else None,
+            chunk_files=args.chunk_files,
+            workers=args.workers,
+            dask_address=args.dask_address,
             project_dir=str(project),
             return_state=True,
         )

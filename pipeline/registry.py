@@ -14,6 +14,7 @@ import io
 import json
 import re
 import subprocess
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -191,6 +192,26 @@ def fetch_tags(project: Path, remote: str = "origin") -> None:
         raise RegistryError(
             f"git fetch --tags {remote} failed, so the registry may be behind: {reason[:200]}"
         )
+
+
+def fetch_stage_model(project: Path, artifact: Artifact, stage: str, out: Path) -> Version:
+    """The model that ``stage`` holds now, fetched into ``out`` with ``dvc artifacts get`` (after
+    :func:`fetch_tags`): what a machine with git access and the DVC remote's credentials can do."""
+    fetch_tags(project)
+    held = stage_version(project, artifact.name, stage)
+    if held is None:
+        raise RegistryError(f"stage {stage} of {artifact.name} holds no version yet")
+    got = subprocess.run(
+        [sys.executable, "-m", "dvc", "artifacts", "get", str(project), artifact.name]
+        + ["--rev", held.version, "-o", str(out), "--force"],  # the version read, even if stage moves on
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if got.returncode != 0:
+        reason = (got.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise RegistryError(f"dvc artifacts get {artifact.name} --rev {held.version} ({stage}): {reason}")
+    return held
 
 
 def lineage_line(project: Path, artifact: str, version: str, topic: str) -> str | None:

@@ -23,8 +23,6 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -86,24 +84,10 @@ def from_stage(project: Path, stage: str, artifact: str | None = None) -> Callab
     def load() -> Served:
         from pipeline.model.inference import Classifier
 
-        registry.fetch_tags(project)
-        held = registry.stage_version(project, model.name, stage)
-        if held is None:
-            raise registry.RegistryError(f"stage {stage} of {model.name} holds no version yet")
         with tempfile.TemporaryDirectory(prefix="fashion-serve-") as folder:
             fetched = Path(folder) / "model.keras"
-            got = subprocess.run(
-                [sys.executable, "-m", "dvc", "artifacts", "get", str(project), model.name]
-                + ["--stage", stage, "-o", str(fetched)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if got.returncode != 0:
-                reason = (got.stderr.strip().splitlines() or ["no reason given"])[-1]
-                raise registry.RegistryError(f"dvc artifacts get {model.name} --stage {stage}: {reason}")
+            held = registry.fetch_stage_model(project, model, stage, fetched)
             classifier = Classifier.load(fetched)
-            classifier.model  # noqa: B018  (loaded: the file may go)
         about = {
             "artifact": model.name,
             "version": held.version,

@@ -52,6 +52,7 @@ TABLES: dict[str, list[tuple[str, list[str]]]] = {
                 "serve, 32 client",
                 "predict, one process per image",
                 "predict, one call on",
+                "flows classify, a folder of",
             ],
         ),
         ("| server | resident memory (MiB) |", ["1 worker(s)"]),
@@ -106,14 +107,14 @@ def smoke(script: str, env: dict[str, str] | None = None) -> None:
 
 
 @pytest.mark.timeout(SMOKE_TIMEOUT_S)
-@pytest.mark.parametrize("script", ["models", "tutorial_runs", "serve"])
+@pytest.mark.parametrize("script", ["models", "tutorial_runs"])
 def test_bench_smoke(script: str) -> None:
     smoke(script)
 
 
 @pytest.mark.server
 @pytest.mark.timeout(SMOKE_TIMEOUT_S)
-@pytest.mark.parametrize("script", ["speed", "sweep"])
+@pytest.mark.parametrize("script", ["speed", "sweep", "serve"])
 def test_bench_smoke_on_the_sessions_server(script: str, prefect_api: str) -> None:
     """The benchmarks that run flows use the session's Prefect server (``PREFECT_API_URL``) instead
     of starting one of their own."""
