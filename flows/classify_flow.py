@@ -93,35 +93,21 @@ def image_files(folder: Path) -> list[tuple[str, int, int]]:
 def classify_chunk(files: list[tuple[str, int, int]], model_path: str, model_version: str) -> list[dict]:
     """The rows of ``files``: one per image, or one per unreadable file with the reason."""
     from pipeline.inputs import read_inputs
-    from pipeline.model.inference import Classifier, classify
+    from pipeline.model.inference import Classifier, classify_inputs
 
     if model_path not in _classifiers:
         _classifiers[model_path] = Classifier.load(Path(model_path))
-    classifier = _classifiers[model_path]
     rows: list[dict] = []
-    batches = []
+    readable = []
     for path, _, _ in files:
         try:
-            batches.append((path, read_inputs(Path(path))))
+            readable.append((path, read_inputs(Path(path))))
         except InputError as exc:
             rows.append({"path": path, "model_version": model_version, "error": str(exc)})
-    if batches:
-        import numpy as np
-
-        predictions = iter(classify(np.concatenate([pixels for _, pixels in batches]), classifier, top_k=1))
-        for path, pixels in batches:
-            for index in range(len(pixels)):
-                predicted = next(predictions)
-                rows.append(
-                    {
-                        "path": path,
-                        "index": index,
-                        "class": predicted.class_name,
-                        "label": predicted.label,
-                        "probability": round(predicted.probability, 6),
-                        "model_version": model_version,
-                    }
-                )
+    if readable:
+        for path, index, prediction in classify_inputs(readable, _classifiers[model_path], top_k=1):
+            shown = {key: value for key, value in prediction.as_dict().items() if key != "top_k"}
+            rows.append({"path": path, "index": index, **shown, "model_version": model_version})
     return sorted(rows, key=lambda row: (row["path"], row.get("index", 0)))
 
 

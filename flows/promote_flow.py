@@ -246,7 +246,7 @@ def require_trained(project: Path, candidate: Candidate, path: str) -> None:
     """``candidate``'s ``dvc.lock`` must record ``path``, trained with the ``params.yaml`` beside it:
     a version's tag fetches the model its lineage describes, never a stale one."""
     stages = _committed_yaml(project, candidate.commit, "dvc.lock").get("stages", {})
-    if model_md5(project, candidate.commit, path) is None:
+    if _out_md5(stages, path) is None:
         raise RegistryError(
             f"{candidate.label} records no {path} in its dvc.lock: nothing was trained there; "
             "`dvc repro`, commit, then promote"
@@ -267,7 +267,11 @@ def require_trained(project: Path, candidate: Candidate, path: str) -> None:
 
 def model_md5(project: Path, commit: str, path: str) -> str | None:
     """The md5 ``dvc.lock`` records at ``commit`` for the output ``path``."""
-    for stage in _committed_yaml(project, commit, "dvc.lock").get("stages", {}).values():
+    return _out_md5(_committed_yaml(project, commit, "dvc.lock").get("stages", {}), path)
+
+
+def _out_md5(stages: dict[str, Any], path: str) -> str | None:
+    for stage in stages.values():
         for out in stage.get("outs", []):
             if out.get("path") == path:
                 return out.get("md5")

@@ -33,6 +33,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from pipeline import inputs, registry
 from pipeline.core.dataset import CLASS_NAMES, InputError
@@ -146,8 +147,6 @@ def create_app(load: Callable[[], Served], body_timeout_s: float = BODY_TIMEOUT_
 
     @app.get("/health")
     def health() -> Any:
-        from fastapi.responses import JSONResponse
-
         if state.served is not None:
             return {"status": "ready"}
         status = {"status": "failed", "error": state.failure} if state.failure else {"status": "loading"}

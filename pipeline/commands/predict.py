@@ -18,7 +18,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from pipeline.commands import run_command
@@ -51,14 +50,13 @@ def run(paths: Sequence[Path], model: Path, top_k: int, as_json: bool) -> int:
     if not model.is_file():
         raise InputError(f"{model}: no such model file; train one with `dvc repro train`")
     with logs.native_start_up_lines_dropped():
-        from pipeline.model.inference import Classifier, classify
+        from pipeline.model.inference import Classifier, classify_inputs
     classifier = Classifier.load(model)
     if top_k > len(classifier.class_names):
         raise InputError(f"--top-k must be 1 to {len(classifier.class_names)} for {model}; got {top_k}")
-    predictions = iter(classify(np.concatenate([b for _, b in batches]), classifier, top_k=top_k))
-    for path, batch in batches:
-        for index in range(len(batch)):
-            print(_line(path, index, len(batch), next(predictions), as_json))
+    counts = {path: len(batch) for path, batch in batches}
+    for path, index, prediction in classify_inputs(batches, classifier, top_k=top_k):
+        print(_line(path, index, counts[path], prediction, as_json))
     return 1 if failed else 0
 
 

@@ -7,8 +7,10 @@ weights, say), rather than rank and print its scores as probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import keras
 import numpy as np
@@ -18,6 +20,7 @@ from pipeline.core.paths import Paths
 from pipeline.model import files
 
 DEFAULT_MODEL = Paths().keras_model
+Source = TypeVar("Source")  # what names an input: a path, say
 SUM_TOLERANCE = 1e-3  # a float32 softmax sums to 1 within about 1e-6
 
 
@@ -86,6 +89,17 @@ def classify(
         )
         for row, order in zip(probabilities, ranked, strict=True)
     ]
+
+
+def classify_inputs(
+    inputs: Sequence[tuple[Source, np.ndarray]], classifier: Classifier, *, top_k: int = 3
+) -> Iterator[tuple[Source, int, Prediction]]:
+    """Each image of ``inputs`` (a name and the images read from it) as ``(name, index, prediction)``,
+    with one :func:`classify` call for them all."""
+    predictions = iter(classify(np.concatenate([pixels for _, pixels in inputs]), classifier, top_k=top_k))
+    for name, pixels in inputs:
+        for index in range(len(pixels)):
+            yield name, index, next(predictions)
 
 
 def _check_probabilities(probabilities: np.ndarray, source: Path | None) -> None:
